@@ -1,0 +1,190 @@
+"""Folio state, kept column-wise (one numpy array per field, indexed by folio id) so that
+hundreds of millions of folios fit in memory (follows struct folio, include/linux/mm_types.h).
+
+Per-page state of a large folio (PTE mapcounts, PageAnonExclusive, contents) lives in small
+arrays created only once pages differ from each other; a PMD-mapped THP written uniformly needs
+none. Counts are natural numbers here (the kernel stores mapcounts offset by -1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# folio->flags bits (the ones the model needs)
+PG_ANON = 1 << 0
+PG_MLOCKED = 1 << 1
+PG_UNEVICTABLE = 1 << 2
+PG_LRU = 1 << 3
+PG_ACTIVE = 1 << 4
+PG_DIRTY = 1 << 5
+PG_SWAPBACKED = 1 << 6
+PG_SWAPCACHE = 1 << 7
+PG_PARTIALLY_MAPPED = 1 << 8
+PG_QUEUED = 1 << 9            # on the deferred split queue (_deferred_list not empty)
+PG_MM_SHARED = 1 << 10        # FOLIO_MM_IDS_SHARED_BIT
+PG_ANON_EXCLUSIVE = 1 << 11   # PAE of the head page (or of every page, while uniform)
+PG_FREE = 1 << 12
+PG_LAZYFREE_DONE = 1 << 13    # reserved
+
+ZERO_FID = -2        # the shared zero page in a PTE
+HUGE_ZERO_FID = -3   # the huge zero folio in a PMD
+
+
+class PageArrays:
+    """Per-page state of one large folio, created on demand.
+
+    :ivar mapcount: PTE mappings of each page (``page->_mapcount + 1``)
+    :ivar pae: PageAnonExclusive of each page
+    :ivar val: the 64-bit word at the start of each page
+    """
+
+    __slots__ = ("mapcount", "pae", "val")
+
+    def __init__(self, nr: int, pae: bool, val: int) -> None:
+        self.mapcount = np.zeros(nr, np.int32)
+        self.pae = np.full(nr, pae, bool)
+        self.val = np.full(nr, val, np.uint64)
+
+
+class Folios:
+    """All folios of the system as columns. A folio is an ``int`` id into them."""
+
+    _COLS = {
+        "pfn": np.int64, "order": np.int8, "ref": np.int32, "pin": np.int32,
+        "entire": np.int32, "large": np.int32, "nr_mapped": np.int32, "flags": np.int32,
+        "mlock_count": np.int32, "index": np.int64, "anon_vma": np.int32,
+        "mm0": np.int32, "mm1": np.int32, "mmc0": np.int32, "mmc1": np.int32,
+        "val": np.uint64, "swap": np.int64, "umc": np.int32,
+    }
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.cap = capacity
+        for name, dt in self._COLS.items():
+            setattr(self, name, np.zeros(capacity, dt))
+        self.pages: dict[int, PageArrays] = {}
+        self.free_ids: list[int] = []
+        self.next_id = 0
+        self.live = 0
+
+    def new(self, pfn: int, order: int) -> int:
+        """A fresh folio: refcount 1, nothing mapped, per-page state uniform."""
+        if self.free_ids:
+            f = self.free_ids.pop()
+        else:
+            f = self.next_id
+            self.next_id += 1
+            if f >= self.cap:
+                self._grow()
+        for name in self._COLS:
+            getattr(self, name)[f] = 0
+        self.pfn[f] = pfn
+        self.order[f] = order
+        self.ref[f] = 1
+        self.anon_vma[f] = -1
+        self.swap[f] = -1
+        self.live += 1
+        return f
+
+    def release(self, f: int) -> None:
+        self.flags[f] = PG_FREE
+        self.pages.pop(f, None)
+        self.free_ids.append(f)
+        self.live -= 1
+
+    def _grow(self) -> None:
+        new = self.cap * 2
+        for name, dt in self._COLS.items():
+            old = getattr(self, name)
+            arr = np.zeros(new, dt)
+            arr[: self.cap] = old
+            setattr(self, name, arr)
+        self.cap = new
+
+    # -- per-page state -------------------------------------------------------------------
+    def nr(self, f: int) -> int:
+        return 1 << int(self.order[f])
+
+    def arrays(self, f: int) -> PageArrays:
+        """The per-page arrays of a large folio, materialised from the uniform state."""
+        pa = self.pages.get(f)
+        if pa is None:
+            pa = PageArrays(self.nr(f), bool(self.flags[f] & PG_ANON_EXCLUSIVE),
+                            int(self.val[f]))
+            pa.mapcount[:] = self.umc[f]
+            self.pages[f] = pa
+        return pa
+
+    def page_mapcount(self, f: int, i: int) -> int:
+        """PTE mapcount of page ``i`` (not counting PMD mappings)."""
+        if self.order[f] == 0:
+            return int(self.large[f])
+        pa = self.pages.get(f)
+        return int(pa.mapcount[i]) if pa is not None else int(self.umc[f])
+
+    def precise_mapcount(self, f: int, i: int) -> int:
+        """``folio_precise_page_mapcount``: PTE mapcount + entire mapcount (/proc/kpagecount)."""
+        if self.order[f] == 0:
+            return int(self.large[f])
+        return self.page_mapcount(f, i) + int(self.entire[f])
+
+    def pae(self, f: int, i: int) -> bool:
+        """PageAnonExclusive of page ``i``."""
+        pa = self.pages.get(f)
+        if pa is not None:
+            return bool(pa.pae[i])
+        return bool(self.flags[f] & PG_ANON_EXCLUSIVE)
+
+    def set_pae(self, f: int, i: int, n: int, on: bool) -> None:
+        """Set or clear PageAnonExclusive on pages ``[i, i + n)``."""
+        if self.order[f] == 0 or (i == 0 and n == self.nr(f) and f not in self.pages):
+            if on:
+                self.flags[f] |= PG_ANON_EXCLUSIVE
+            else:
+                self.flags[f] &= ~PG_ANON_EXCLUSIVE
+            return
+        pa = self.arrays(f)
+        pa.pae[i:i + n] = on
+        if i == 0:
+            if on:
+                self.flags[f] |= PG_ANON_EXCLUSIVE
+            else:
+                self.flags[f] &= ~PG_ANON_EXCLUSIVE
+
+    def value(self, f: int, i: int) -> int:
+        pa = self.pages.get(f)
+        return int(pa.val[i]) if pa is not None else int(self.val[f])
+
+    def set_value(self, f: int, i: int, n: int, v: int) -> None:
+        if self.order[f] == 0 or (i == 0 and n == self.nr(f) and f not in self.pages):
+            self.val[f] = v
+            return
+        self.arrays(f).val[i:i + n] = v
+
+    def values(self, f: int) -> np.ndarray:
+        pa = self.pages.get(f)
+        if pa is not None:
+            return pa.val
+        return np.full(self.nr(f), self.val[f], np.uint64)
+
+    def test(self, f: int, flag: int) -> bool:
+        return bool(self.flags[f] & flag)
+
+    def set(self, f: int, flag: int) -> None:
+        self.flags[f] |= flag
+
+    def clear(self, f: int, flag: int) -> None:
+        self.flags[f] &= ~flag
+
+    def maybe_dma_pinned(self, f: int) -> bool:
+        """``folio_maybe_dma_pinned``: pincount for large folios, refcount >= 1024 for small."""
+        if self.order[f] > 0:
+            return int(self.pin[f]) > 0
+        return int(self.ref[f]) >= 1024
+
+    def maybe_mapped_shared(self, f: int) -> bool:
+        """``folio_maybe_mapped_shared``: the MM-ids shared bit (large) or mapcount > 1."""
+        if self.order[f] == 0:
+            return int(self.large[f]) > 1
+        if int(self.large[f]) <= 1:
+            return False
+        return bool(self.flags[f] & PG_MM_SHARED)

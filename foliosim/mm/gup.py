@@ -1,0 +1,186 @@
+"""get_user_pages: populating ranges and long-term FOLL_PIN pins, with io_uring's fixed-buffer
+registration on top (follows mm/gup.c and io_uring/rsrc.c)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from foliosim.mm import memory
+from foliosim.mm.folio import HUGE_ZERO_FID, ZERO_FID
+from foliosim.mm.mm_types import MM, VM_LOCKED, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
+from foliosim.mm.pgtable import P_SWAP, P_WRITE, PmdLeaf
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+EFAULT, ENOMEM = -14, -12
+
+
+def follow_page(s: System, mm: MM, addr: int) -> tuple[int, int, bool]:
+    """The folio, page index and writability mapped at ``addr`` ((-1, 0, False) if none)."""
+    ent = mm.pmd.get(addr >> 21)
+    if ent is None:
+        return -1, 0, False
+    if isinstance(ent, PmdLeaf):
+        return ent.fid, (addr >> 12) & 511, bool(ent.bits & P_WRITE)
+    i = (addr >> 12) & 511
+    if ent.bits[i] & P_SWAP:
+        return -1, 0, False
+    return int(ent.fid[i]), int(ent.idx[i]), bool(ent.bits[i] & P_WRITE)
+
+
+def faultin_page(s: System, vma: VMA, addr: int, write: bool) -> int:
+    """``faultin_page``: fault until the page is present (and writable for FOLL_WRITE; an
+    exclusive page for a read pin, via unshare)."""
+    f, _, w = follow_page(s, vma.mm, addr)
+    if f == -1 or (write and not w) or (write and f in (ZERO_FID, HUGE_ZERO_FID)):
+        r = memory.handle_mm_fault(s, vma, addr, write)
+        if r:
+            return r
+    return 0
+
+
+def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
+    """``populate_vma_page_range``: write faults for private writable VMAs, read faults
+    otherwise; nothing for VM_LOCKONFAULT; PROT_NONE cannot be populated."""
+    if (vma.flags & (VM_LOCKED | VM_LOCKONFAULT)) == VM_LOCKONFAULT:
+        return 0
+    if not vma.flags & (VM_READ | VM_WRITE):
+        return EFAULT
+    write = bool(vma.flags & VM_WRITE)
+    addr = start
+    while addr < end:
+        r = faultin_page(s, vma, addr, write)
+        if r:
+            return r
+        addr += 4096
+    return 0
+
+
+def mm_populate(s: System, mm: MM, start: int, end: int, ignore_errors: bool) -> int:
+    """``__mm_populate``: populate every VMA of the range."""
+    for vma in list(mm.vmas_in(start, end)):
+        if vma.guard and not ignore_errors:
+            continue
+        if vma.guard:
+            continue
+        r = populate_vma_page_range(s, vma, max(start, vma.start), min(end, vma.end))
+        if r and not ignore_errors:
+            return r
+    return 0
+
+
+def try_grab_folio(s: System, f: int, refs: int = 1) -> None:
+    """``try_grab_folio`` with FOLL_PIN: +refs to refcount and pincount for a large folio,
+    +1024*refs to the refcount of a small one."""
+    F = s.folios
+    if F.order[f] > 0:
+        F.ref[f] += refs
+        F.pin[f] += refs
+    else:
+        F.ref[f] += 1024 * refs
+
+
+def unpin_folio(s: System, f: int, refs: int = 1) -> None:
+    """``gup_put_folio`` for FOLL_PIN."""
+    F = s.folios
+    if F.order[f] > 0:
+        F.pin[f] -= refs
+        memory.folio_put(s, f, refs)
+    else:
+        memory.folio_put(s, f, 1024 * refs)
+
+
+@dataclass
+class IoBuffer:
+    """An io_uring registered buffer: the pinned folios (one pin per folio when coalesced,
+    else one per page) and the pages charged to the registering mm's pinned_vm."""
+
+    mm: MM
+    pins: list[tuple[int, int]] = field(default_factory=list)  # (folio, pins held)
+    acct_pages: int = 0
+    sharers: set[str] = field(default_factory=set)
+
+
+def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuffer | int:
+    """``io_sqe_buffer_register``: ``pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM)`` of the
+    range (faulting and breaking COW as a write does), then ``io_coalesce_buffer`` keeps one
+    pin per folio when the pages form whole runs of equal-size large folios; pinned_vm is
+    charged by whole folios (``io_buffer_account_pin``)."""
+    end = start + length
+    if length == 0:
+        return EFAULT
+    addr = start
+    while addr < end:
+        vma = mm.vma_at(addr)
+        if vma is None or not vma.flags & VM_WRITE or vma.guard:
+            return EFAULT
+        addr = min(vma.end, end)
+    pages: list[tuple[int, int]] = []
+    for addr in range(start, end, 4096):
+        vma = mm.vma_at(addr)
+        r = faultin_page(s, vma, addr, True)
+        if r:
+            for f, _ in pages:
+                unpin_folio(s, f)
+            return EFAULT
+        f, k, _ = follow_page(s, mm, addr)
+        try_grab_folio(s, f)
+        pages.append((f, k))
+    mm.has_pinned = True
+    buf = IoBuffer(mm)
+    if len(pages) > 1 and _check_coalesce(s, pages):
+        folios: dict[int, int] = {}
+        for f, _ in pages:
+            folios[f] = folios.get(f, 0) + 1
+        for f, n in folios.items():
+            if n > 1:
+                unpin_folio(s, f, n - 1)
+            buf.pins.append((f, 1))
+    else:
+        buf.pins = [(f, 1) for f, _ in pages]
+    last = None
+    for f, _ in buf.pins:
+        if s.folios.order[f] == 0:
+            buf.acct_pages += 1
+        elif f != last:
+            buf.acct_pages += s.folios.nr(f)
+            last = f
+    mm.pinned_vm += buf.acct_pages
+    return buf
+
+
+def _check_coalesce(s: System, pages: list[tuple[int, int]]) -> bool:
+    """``io_check_coalesce_buffer``: pages contiguous inside folios of one size, only the first
+    and last folio partial; order-0 folios are never coalesced."""
+    F = s.folios
+    f0, k0 = pages[0]
+    mid = F.nr(f0)
+    if mid == 1:
+        return False
+    count, nfolios, cur, prev_k = 1, 1, f0, k0
+    for f, k in pages[1:]:
+        if f == cur and k == prev_k + 1:
+            count += 1
+            prev_k = k
+            continue
+        if nfolios == 1:
+            if prev_k != mid - 1:
+                return False
+        elif count != mid:
+            return False
+        if F.nr(f) != mid or k != 0:
+            return False
+        cur, prev_k, count = f, k, 1
+        nfolios += 1
+    return True
+
+
+def io_buffer_unmap(s: System, buf: IoBuffer) -> None:
+    """``io_buffer_unmap``: drop the pins and the pinned_vm charge."""
+    for f, n in buf.pins:
+        unpin_folio(s, f, n)
+    buf.pins = []
+    buf.mm.pinned_vm -= buf.acct_pages
+    buf.acct_pages = 0

@@ -1,0 +1,468 @@
+"""PMD THPs, PMD split, folio split and the deferred split queue (follows mm/huge_memory.c)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from foliosim.mm import memory, mlock, rmap
+from foliosim.mm.folio import (
+    HUGE_ZERO_FID,
+    PG_ACTIVE,
+    PG_ANON,
+    PG_DIRTY,
+    PG_LRU,
+    PG_MLOCKED,
+    PG_PARTIALLY_MAPPED,
+    PG_QUEUED,
+    PG_SWAPBACKED,
+    PG_SWAPCACHE,
+    PG_UNEVICTABLE,
+    ZERO_FID,
+)
+from foliosim.mm.mm_types import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_WRITE, VMA
+from foliosim.mm.pgtable import NONE, P_DIRTY, P_SWAP, P_WRITE, PmdLeaf, PteTable
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+EAGAIN, EBUSY, EINVAL = -11, -16, -22
+
+
+# -- which orders a VMA may use ---------------------------------------------------------------
+def thp_vma_suitable_order(vma: VMA, addr: int, order: int) -> bool:
+    """``thp_vma_suitable_order``: the naturally aligned block around ``addr`` lies wholly
+    inside the VMA."""
+    size = 4096 << order
+    haddr = addr & ~(size - 1)
+    return haddr >= vma.start and haddr + size <= vma.end
+
+
+def thp_vma_allowable_orders(s: System, vma: VMA, orders: Iterable[int], tva: str) -> list[int]:
+    """``thp_vma_allowable_orders``: the per-size sysfs modes (always; madvise with
+    VM_HUGEPAGE; inherit per the global mode), then ``__thp_vma_allowable_orders``
+    (VM_NOHUGEPAGE; outside page faults, some aligned block of the order must fit)."""
+    st = s.settings
+    orders = list(orders)
+    if tva != "collapse":
+        hg = bool(vma.flags & VM_HUGEPAGE)
+        glob = st.enabled == "always" or (hg and st.enabled == "madvise")
+        keep = []
+        for o in orders:
+            mode = st.order_mode(o)
+            if mode == "always" or (mode == "madvise" and hg) or (mode == "inherit" and glob):
+                keep.append(o)
+        orders = keep
+    if not orders or vma.flags & VM_NOHUGEPAGE:
+        return []
+    if tva != "pagefault":
+        for i, o in enumerate(orders):
+            if thp_vma_suitable_order(vma, vma.end - (4096 << o), o):
+                return orders[i:]
+        return []
+    return orders
+
+
+def thp_vma_allowable_order(s: System, vma: VMA, order: int, tva: str) -> bool:
+    return bool(thp_vma_allowable_orders(s, vma, [order], tva))
+
+
+# -- PMD faults -------------------------------------------------------------------------------
+def do_huge_pmd_anonymous_page(s: System, vma: VMA, addr: int, write: bool) -> int:
+    """``do_huge_pmd_anonymous_page``: a read maps the huge zero folio (with use_zero_page),
+    a write a new PMD THP that is queued as an underused candidate. Non-zero: fall back."""
+    mm = vma.mm
+    if not thp_vma_suitable_order(vma, addr, 9):
+        return -1
+    from foliosim.mm.vma import anon_vma_prepare
+
+    anon_vma_prepare(vma)
+    slot = addr >> 21
+    if not write and s.settings.use_zero_page:
+        s.get_huge_zero_folio()
+        mm.pmd[slot] = PmdLeaf(HUGE_ZERO_FID, 0)
+        s.trace(f"huge zero page mapped at {s.fmt_addr(mm, addr & ~0x1FFFFF)} "
+                "(do_huge_pmd_anonymous_page)")
+        return 0
+    f = memory.folio_alloc(s, 9)
+    if f is None:
+        s.vmstat.count("thp_fault_fallback")
+        s.vmstat.count_mthp(9, "anon_fault_fallback")
+        s.trace("PMD THP allocation failed, PTE fallback (do_huge_pmd_anonymous_page)")
+        return -1
+    map_anon_folio_pmd(s, vma, f, slot)
+    deferred_split_folio(s, f, False)
+    return 0
+
+
+def map_anon_folio_pmd(s: System, vma: VMA, f: int, slot: int) -> None:
+    """``map_anon_folio_pmd``: map a new THP by one PMD, writable and dirty if VM_WRITE."""
+    mm = vma.mm
+    bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    mm.pmd[slot] = PmdLeaf(f, bits)
+    rmap.folio_add_new_anon_rmap(s, f, vma, slot << 21, pmd=True)
+    memory.folio_add_lru_vma(s, f, vma)
+    mm.anon_pages += 512
+    s.vmstat.count("thp_fault_alloc")
+    s.vmstat.count_mthp(9, "anon_fault_alloc")
+    s.trace(f"PMD THP {s.fname(f)} at {s.fmt_addr(mm, slot << 21)} (do_huge_pmd_anonymous_page)")
+
+
+def do_huge_zero_wp_pmd(s: System, vma: VMA, addr: int) -> int:
+    """``do_huge_zero_wp_pmd``: a write to the huge zero PMD allocates a THP (not queued as
+    underused); if that fails the huge zero PMD is split to zero-page PTEs."""
+    slot = addr >> 21
+    f = memory.folio_alloc(s, 9)
+    if f is None:
+        s.vmstat.count("thp_fault_fallback")
+        s.vmstat.count_mthp(9, "anon_fault_fallback")
+        split_huge_pmd(s, vma, slot, "huge zero write fallback")
+        return -1
+    del vma.mm.pmd[slot]
+    map_anon_folio_pmd(s, vma, f, slot)
+    return 0
+
+
+def do_huge_pmd_wp_page(s: System, vma: VMA, addr: int, unshare: bool) -> int:
+    """``do_huge_pmd_wp_page``: reuse the PMD if the head is exclusive or the folio has no
+    other reference; otherwise split the PMD and let the PTE path copy one page."""
+    mm = vma.mm
+    F = s.folios
+    slot = addr >> 21
+    ent = mm.pmd[slot]
+    f = ent.fid
+    reuse = F.pae(f, 0)
+    if not reuse:
+        swapcache = F.nr(f) if F.flags[f] & PG_SWAPCACHE else 0
+        if int(F.ref[f]) <= 1 + swapcache and int(F.ref[f]) == 1:
+            F.anon_vma[f] = vma.anon_vma.id  # folio_move_anon_rmap
+            F.set_pae(f, 0, 1, True)
+            reuse = True
+    if reuse:
+        if not unshare:
+            ent.bits |= P_WRITE | P_DIRTY
+        return 0
+    split_huge_pmd(s, vma, slot, "COW of a shared PMD THP (do_huge_pmd_wp_page)")
+    return -1
+
+
+def copy_huge_pmd(s: System, dst: VMA, src: VMA, slot: int, ent: PmdLeaf) -> int:
+    """``copy_huge_pmd``: share the PMD with the child, write-protected in both; a maybe-pinned
+    exclusive THP is PMD-split in the parent and copied at PTE level (-EAGAIN)."""
+    F = s.folios
+    if ent.fid == HUGE_ZERO_FID:
+        dst.mm.pmd[slot] = PmdLeaf(HUGE_ZERO_FID, 0)
+        return 0
+    f = ent.fid
+    if F.pae(f, 0):
+        if memory.folio_needs_cow_for_dma(s, src, f):
+            split_huge_pmd(s, src, slot, "fork of a maybe-pinned THP (copy_huge_pmd)")
+            return EAGAIN
+        F.set_pae(f, 0, 1, False)
+    rmap.folio_dup_anon_rmap(s, f, 0, 512, dst, pmd=True)
+    F.ref[f] += 1
+    dst.mm.anon_pages += 512
+    ent.bits &= 0xFF ^ P_WRITE
+    dst.mm.pmd[slot] = PmdLeaf(f, ent.bits)
+    return 0
+
+
+# -- PMD split --------------------------------------------------------------------------------
+def split_huge_pmd_address(vma: VMA, addr: int, reason: str) -> None:
+    """``split_huge_pmd_address``: split the PMD mapping covering ``addr``, if any."""
+    ent = vma.mm.pmd.get(addr >> 21)
+    if isinstance(ent, PmdLeaf):
+        split_huge_pmd(vma.mm.sys, vma, addr >> 21, reason)
+
+
+def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
+    """``__split_huge_pmd_locked`` (non-freeze): the PMD becomes 512 PTEs of the same folio;
+    PAE of the head goes to every page, the PMD's dirty bit to the folio; nothing is partially
+    mapped and the folio stays whole."""
+    mm = vma.mm
+    F = s.folios
+    ent = mm.pmd[slot]
+    assert isinstance(ent, PmdLeaf)
+    pt = PteTable()
+    s.vmstat.count("thp_split_pmd")
+    if ent.fid == HUGE_ZERO_FID:
+        pt.fid[:] = ZERO_FID
+        mm.pmd[slot] = pt
+        s.trace(f"huge zero PMD split at {s.fmt_addr(mm, slot << 21)}: {reason}")
+        return
+    f = ent.fid
+    excl = F.pae(f, 0)
+    if ent.bits & P_DIRTY:
+        F.flags[f] |= PG_DIRTY
+    pt.fid[:] = f
+    pt.idx[:] = range(512)
+    pt.bits[:] = ent.bits & (P_WRITE | P_DIRTY)
+    mm.pmd[slot] = pt
+    F.ref[f] += 511
+    rmap.folio_add_anon_rmap_ptes(s, f, 0, 512, vma, excl)
+    rmap.folio_remove_rmap_pmd(s, f, vma)
+    s.trace(f"PMD split at {s.fmt_addr(mm, slot << 21)}: {reason} (split_huge_pmd)")
+
+
+def policy_vma_cut(lo: VMA, hi: VMA, addr: int, reason: str) -> None:
+    """The hook called when a VMA boundary appears at ``addr`` (after the PMD split)."""
+    s = lo.mm.sys
+    s.policy.vma_cut(s, lo, hi, addr, reason)
+
+
+# -- folio split ------------------------------------------------------------------------------
+def can_split_folio(s: System, f: int) -> tuple[bool, int]:
+    """``can_split_folio``: every reference must be a mapping (or the swapcache's); returns the
+    verdict and the number of extra references."""
+    F = s.folios
+    extra = F.nr(f) if F.flags[f] & PG_SWAPCACHE else 0
+    others = int(F.ref[f]) - extra - rmap.folio_mapcount(s, f)
+    return others == 0, others
+
+
+def split_folio(s: System, f: int, reason: str) -> int:
+    """``split_folio`` -> ``__folio_split`` to order 0: fails with -EAGAIN on any extra
+    reference (pins), -EBUSY when unmapped; on success every page becomes an order-0 folio,
+    zero-filled pages are remapped to the shared zero page, unmapped pages are freed."""
+    F = s.folios
+    order = int(F.order[f])
+    nr = F.nr(f)
+    name = s.fname(f)
+    ok, extra = can_split_folio(s, f)
+    ret = 0
+    if not rmap.folio_mapped(s, f):
+        ret = EBUSY
+        why = "not mapped (folio_get_anon_vma)"
+    elif not ok:
+        ret = EAGAIN
+        why = f"{extra} extra reference{'s' if extra != 1 else ''} (can_split_folio)"
+    elif s.policy.split_meets_transient_ref(s, f):
+        ret = EAGAIN
+        why = "a speculative reference appeared (folio_ref_freeze)"
+    if ret:
+        if order == 9:
+            s.vmstat.count("thp_split_page_failed")
+        s.vmstat.count_mthp(order, "split_failed")
+        s.stats_split_failures[why.split(" (")[-1].rstrip(")")] += 1
+        s.trace(f"split of {name} failed: {why}; {reason}")
+        return ret
+
+    # unmap_folio: every mapping becomes a migration entry, recording PAE and PTE bits.
+    maps: list[tuple[VMA, PteTable, int, int, int, bool]] = []
+    for vma, addr in list(rmap.rmap_walk(s, f)):
+        mm = vma.mm
+        lo = max(addr, vma.start)
+        hi = min(addr + nr * 4096, vma.end)
+        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
+            ent = mm.pmd.get(slot)
+            if isinstance(ent, PmdLeaf) and ent.fid == f:
+                maps.extend(_freeze_pmd(s, vma, slot, ent))
+                continue
+            if not isinstance(ent, PteTable):
+                continue
+            a0 = max(lo, slot << 21)
+            a1 = min(hi, (slot + 1) << 21)
+            i0 = (a0 >> 12) & 511
+            i1 = i0 + ((a1 - a0) >> 12)
+            for i in range(i0, i1):
+                if int(ent.fid[i]) != f or ent.bits[i] & P_SWAP:
+                    continue
+                k = int(ent.idx[i])
+                excl = F.pae(f, k)
+                bits = int(ent.bits[i])
+                if bits & P_DIRTY:
+                    F.flags[f] |= PG_DIRTY
+                maps.append((vma, ent, i, k, bits, excl))
+                ent.fid[i] = NONE
+                ent.bits[i] = 0
+                rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
+                F.ref[f] -= 1
+    # the folio leaves the deferred queue
+    folio_unqueue_deferred_split(s, f)
+    # __split_unmapped_folio: order-0 folios inheriting the folio flags
+    flags = int(F.flags[f]) & (PG_MLOCKED | PG_UNEVICTABLE | PG_ACTIVE | PG_DIRTY
+                               | PG_SWAPBACKED | PG_SWAPCACHE | PG_ANON | PG_LRU)
+    vals = F.values(f).copy()
+    pfn = int(F.pfn[f])
+    av, index = int(F.anon_vma[f]), int(F.index[f])
+    swap = int(F.swap[f])
+    if order == 9:
+        s.vmstat.count("thp_split_page")
+    s.vmstat.count_mthp(order, "split")
+    s.vmstat.count_mthp(order, "nr_anon", -1)
+    s.trace_split(f)
+    F.release(f)
+    new = []
+    for k in range(nr):
+        g = F.new(pfn + k, 0)
+        F.flags[g] = flags
+        F.val[g] = vals[k]
+        F.anon_vma[g] = av
+        F.index[g] = index + k
+        F.ref[g] = 1 if flags & PG_SWAPCACHE else 0
+        if swap >= 0:
+            F.swap[g] = swap + k
+        new.append(g)
+    s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
+    # remap_page with RMP_USE_SHARED_ZEROPAGE
+    for vma, pt, i, k, bits, excl in maps:
+        g = new[k]
+        if _try_to_map_unused_to_zeropage(s, vma, g):
+            pt.fid[i] = ZERO_FID
+            pt.idx[i] = 0
+            pt.bits[i] = 0
+            vma.mm.anon_pages -= 1
+            continue
+        pt.fid[i] = g
+        pt.idx[i] = 0
+        pt.bits[i] = bits
+        F.ref[g] += 1
+        rmap.folio_add_anon_rmap_ptes(s, g, 0, 1, vma, excl)
+    for g in new:
+        if F.ref[g] == 0:
+            _free_split_page(s, g)
+    s.last_split = new
+    return 0
+
+
+def _free_split_page(s: System, g: int) -> None:
+    F = s.folios
+    if F.flags[g] & PG_MLOCKED:
+        s.vmstat.count("nr_mlock", -1)
+        s.vmstat.count("unevictable_pgs_cleared", 1)
+    s.buddy.free_block(int(F.pfn[g]), 0)
+    F.release(g)
+
+
+def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
+    """The freeze path of ``__split_huge_pmd_locked`` used by ``unmap_folio``: the PMD becomes
+    512 migration entries and only the PMD rmap is removed (so a fully PMD-mapped folio never
+    looks partially mapped here). Returns the entries to remap."""
+    F = s.folios
+    f = ent.fid
+    s.vmstat.count("thp_split_pmd")
+    bits = ent.bits & (P_WRITE | P_DIRTY)
+    if bits & P_DIRTY:
+        F.flags[f] |= PG_DIRTY
+    excl = F.pae(f, 0)
+    pt = PteTable()
+    vma.mm.pmd[slot] = pt
+    rmap.folio_remove_rmap_pmd(s, f, vma)
+    F.ref[f] -= 1
+    s.trace(f"PMD split at {s.fmt_addr(vma.mm, slot << 21)} to unmap the folio (unmap_folio)")
+    return [(vma, pt, k, k, bits, excl) for k in range(512)]
+
+
+def _try_to_map_unused_to_zeropage(s: System, vma: VMA, g: int) -> bool:
+    """``try_to_map_unused_to_zeropage``: a zero-filled order-0 page is mapped to the shared
+    zero page instead, unless mlocked or in a VM_LOCKED VMA."""
+    F = s.folios
+    if F.flags[g] & PG_MLOCKED or vma.flags & VM_LOCKED:
+        return False
+    return int(F.val[g]) == 0
+
+
+# -- the deferred split queue -----------------------------------------------------------------
+def deferred_split_folio(s: System, f: int, partially_mapped: bool) -> None:
+    """``deferred_split_folio``: queue a large folio; the first partial unmap flags it and
+    counts ``thp_deferred_split_page`` (PMD size), ``split_deferred`` and
+    ``nr_anon_partially_mapped``. Underused candidates only with shrink_underused."""
+    F = s.folios
+    order = int(F.order[f])
+    if order <= 1:
+        return
+    if not partially_mapped and not s.settings.shrink_underused:
+        return
+    if F.flags[f] & PG_SWAPCACHE:
+        return
+    if partially_mapped:
+        if not F.flags[f] & PG_PARTIALLY_MAPPED:
+            F.flags[f] |= PG_PARTIALLY_MAPPED
+            if order == 9:
+                s.vmstat.count("thp_deferred_split_page")
+            s.vmstat.count_mthp(order, "split_deferred")
+            s.vmstat.count_mthp(order, "nr_anon_partially_mapped")
+            s.trace(f"{s.fname(f)} partially mapped: queued for deferred split "
+                    "(deferred_split_folio)")
+    if not F.flags[f] & PG_QUEUED:
+        F.flags[f] |= PG_QUEUED
+        s.deferred_queue[f] = None
+
+
+def folio_unqueue_deferred_split(s: System, f: int) -> None:
+    """``__folio_unqueue_deferred_split``: leave the queue, dropping the partially-mapped flag
+    and gauge."""
+    F = s.folios
+    if F.flags[f] & PG_QUEUED:
+        F.flags[f] &= ~PG_QUEUED
+        s.deferred_queue.pop(f, None)
+    if F.flags[f] & PG_PARTIALLY_MAPPED:
+        s.vmstat.count_mthp(int(F.order[f]), "nr_anon_partially_mapped", -1)
+        F.flags[f] &= ~PG_PARTIALLY_MAPPED
+
+
+def thp_underused(s: System, f: int) -> bool:
+    """``thp_underused``: more than max_ptes_none zero-filled pages (never at 511)."""
+    mpn = s.settings.max_ptes_none
+    if mpn == 511:
+        return False
+    vals = s.folios.values(f)
+    return int((vals == 0).sum()) > mpn
+
+
+def deferred_split_scan(s: System) -> int:
+    """``deferred_split_scan``: split partially mapped folios (requeued when the split fails);
+    check unflagged PMD THPs once for underuse (dropped from the queue unless split)."""
+    F = s.folios
+    split = 0
+    for f in list(s.deferred_queue):
+        if f not in s.deferred_queue:
+            continue
+        partial = bool(F.flags[f] & PG_PARTIALLY_MAPPED)
+        underused = False
+        decision = s.policy.deferred_split_decision(s, f, partial)
+        if decision == "skip":
+            F.flags[f] &= ~PG_QUEUED
+            s.deferred_queue.pop(f, None)
+            continue
+        if not partial:
+            if F.flags[f] & PG_MLOCKED:
+                s.trace(f"{s.fname(f)} mlocked: not checked for underuse (deferred_split_scan)")
+            else:
+                underused = thp_underused(s, f)
+            if not underused and decision != "split":
+                F.flags[f] &= ~PG_QUEUED
+                s.deferred_queue.pop(f, None)
+                continue
+        ret = split_folio(s, f, "deferred split shrinker (deferred_split_scan)")
+        if ret == 0:
+            split += 1
+            if underused:
+                s.vmstat.count("thp_underused_split_page")
+        elif not partial:
+            F.flags[f] &= ~PG_QUEUED
+            s.deferred_queue.pop(f, None)
+    return split
+
+
+# -- other PMD-level operations ---------------------------------------------------------------
+def change_huge_pmd(s: System, vma: VMA, ent: PmdLeaf, writable: bool) -> None:
+    """``change_huge_pmd``: mprotect of a whole PMD keeps it; write permission is granted only
+    where the folio is exclusive (``can_change_pmd_writable``)."""
+    if ent.fid == HUGE_ZERO_FID:
+        return
+    if not writable:
+        ent.bits &= 0xFF ^ P_WRITE
+    elif s.folios.pae(ent.fid, 0):
+        ent.bits |= P_WRITE
+
+
+def folio_flags_for_observation(s: System, f: int) -> int:
+    return int(s.folios.flags[f])
+
+
+__all__ = [
+    "PG_ANON", "can_split_folio", "deferred_split_folio", "deferred_split_scan",
+    "do_huge_pmd_anonymous_page", "mlock", "split_folio", "split_huge_pmd",
+    "thp_vma_allowable_orders",
+]

@@ -1,0 +1,353 @@
+"""madvise(2) for anonymous memory (follows mm/madvise.c, with mm/khugepaged.c for
+MADV_HUGEPAGE/NOHUGEPAGE/COLLAPSE)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import huge_memory, memory, rmap, vmscan
+from foliosim.mm.folio import (
+    HUGE_ZERO_FID,
+    PG_ACTIVE,
+    PG_DIRTY,
+    PG_SWAPBACKED,
+    PG_SWAPCACHE,
+    PG_UNEVICTABLE,
+    ZERO_FID,
+)
+from foliosim.mm.mm_types import (
+    MM,
+    VM_DONTCOPY,
+    VM_HUGEPAGE,
+    VM_LOCKED,
+    VM_NOHUGEPAGE,
+    VM_READ,
+    VM_WRITE,
+    VMA,
+)
+from foliosim.mm.pgtable import NONE, P_DIRTY, P_SWAP, PMD_SIZE, PmdLeaf, PteTable
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+EINVAL, ENOMEM, EFAULT, EAGAIN = -22, -12, -14, -11
+FLAG_ADVICE = {
+    "hugepage": (VM_HUGEPAGE, VM_NOHUGEPAGE),
+    "nohugepage": (VM_NOHUGEPAGE, VM_HUGEPAGE),
+    "dontfork": (VM_DONTCOPY, 0),
+    "dofork": (0, VM_DONTCOPY),
+}
+
+
+def do_madvise(s: System, mm: MM, start: int, length: int, advice: str) -> int:
+    """``do_madvise``: apply the advice to every VMA of the range (``madvise_walk_vmas``);
+    a hole gives -ENOMEM after the mapped parts were handled."""
+    end = start + length
+    if length == 0:
+        return 0
+    if advice == "populate_read" or advice == "populate_write":
+        return madvise_populate(s, mm, start, end, advice == "populate_write")
+    if advice == "collapse":
+        return madvise_collapse_range(s, mm, start, end)
+    unmapped = 0
+    addr = start
+    for vma in list(mm.vmas_in(start, end)):
+        if vma.start > addr:
+            unmapped = ENOMEM
+        lo, hi = max(addr, vma.start), min(end, vma.end)
+        r = madvise_vma_behavior(s, vma, lo, hi, advice)
+        if r:
+            return r
+        addr = hi
+    if addr < end:
+        unmapped = ENOMEM
+    return unmapped
+
+
+def madvise_vma_behavior(s: System, vma: VMA, start: int, end: int, advice: str) -> int:
+    if advice in FLAG_ADVICE:
+        add, remove = FLAG_ADVICE[advice]
+        newflags = (vma.flags & ~remove) | add
+        if newflags != vma.flags:
+            from foliosim.mm.vma import vma_modify_flags
+
+            vma_modify_flags(vma, start, end, newflags, f"VMA boundary from MADV_{advice.upper()}")
+        return 0
+    if advice == "dontneed":
+        if vma.flags & VM_LOCKED:
+            return EINVAL
+        memory.zap_page_range_single(s, vma, start, end, reclaim_pt=True)
+        return 0
+    if advice == "free":
+        if vma.flags & VM_LOCKED:
+            return EINVAL
+        madvise_free_range(s, vma, start, end)
+        return 0
+    if advice in ("cold", "pageout"):
+        if vma.flags & VM_LOCKED:
+            return EINVAL
+        madvise_cold_or_pageout_range(s, vma, start, end, advice == "pageout")
+        return 0
+    return EINVAL
+
+
+def _normal_folio(fid: int) -> bool:
+    return fid >= 0
+
+
+def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
+                                  pageout: bool) -> None:
+    """``madvise_cold_or_pageout_pte_range``: a large folio only partly in the range is split
+    (skipped if maybe mapped shared, left alone if the split fails); the rest is deactivated
+    (COLD) or reclaimed (PAGEOUT)."""
+    F = s.folios
+    mm = vma.mm
+    isolated: list[int] = []
+    addr = start
+    while addr < end:
+        slot = addr >> 21
+        nxt = min((slot + 1) << 21, end)
+        ent = mm.pmd.get(slot)
+        if isinstance(ent, PmdLeaf):
+            f = ent.fid
+            if f == HUGE_ZERO_FID or F.maybe_mapped_shared(f):
+                addr = nxt
+                continue
+            if nxt - addr != PMD_SIZE:
+                if huge_memory.split_folio(s, f, "MADV_COLD/PAGEOUT of part of a THP"):
+                    addr = nxt
+                    continue
+                ent = mm.pmd.get(slot)
+            else:
+                _cold_or_isolate(s, f, pageout, isolated)
+                addr = nxt
+                continue
+        if isinstance(ent, PteTable):
+            i = (addr >> 12) & 511
+            iend = i + ((nxt - addr) >> 12)
+            while i < iend:
+                f = int(ent.fid[i])
+                if f < 0 or ent.bits[i] & P_SWAP:
+                    i += 1
+                    continue
+                n = 1
+                if F.order[f] > 0:
+                    n = memory.folio_pte_batch(s, ent, i, f, iend - i)
+                    if n < F.nr(f):
+                        if F.maybe_mapped_shared(f):
+                            i += n
+                            continue
+                        if huge_memory.split_folio(s, f, "MADV_COLD/PAGEOUT of part of a "
+                                                   "large folio") == 0:
+                            continue  # re-process the now small pages
+                        i += n
+                        continue
+                if F.maybe_mapped_shared(f):
+                    i += n
+                    continue
+                _cold_or_isolate(s, f, pageout, isolated)
+                i += n
+        addr = nxt
+    if pageout and isolated:
+        vmscan.reclaim_pages(s, isolated)
+
+
+def _cold_or_isolate(s: System, f: int, pageout: bool, isolated: list[int]) -> None:
+    F = s.folios
+    if pageout:
+        if not F.flags[f] & PG_UNEVICTABLE and f not in isolated:
+            isolated.append(f)
+    else:
+        F.flags[f] &= ~PG_ACTIVE  # folio_deactivate
+
+
+def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
+    """``madvise_free_pte_range`` / ``madvise_free_huge_pmd``: a whole exclusive folio is made
+    clean and lazyfree; a large folio only partly in the range is split first."""
+    F = s.folios
+    mm = vma.mm
+    addr = start
+    while addr < end:
+        slot = addr >> 21
+        nxt = min((slot + 1) << 21, end)
+        ent = mm.pmd.get(slot)
+        if isinstance(ent, PmdLeaf):
+            f = ent.fid
+            if f == HUGE_ZERO_FID or F.maybe_mapped_shared(f):
+                addr = nxt
+                continue
+            if nxt - addr != PMD_SIZE:
+                huge_memory.split_folio(s, f, "MADV_FREE of part of a THP")
+                ent = mm.pmd.get(slot)
+            else:
+                F.flags[f] &= ~PG_DIRTY
+                ent.bits &= 0xFF ^ P_DIRTY
+                folio_mark_lazyfree(s, f)
+                addr = nxt
+                continue
+        if isinstance(ent, PteTable):
+            i = (addr >> 12) & 511
+            iend = i + ((nxt - addr) >> 12)
+            while i < iend:
+                f = int(ent.fid[i])
+                if f == NONE or f == ZERO_FID:
+                    i += 1
+                    continue
+                if ent.bits[i] & P_SWAP:
+                    from foliosim.mm.swap import free_swap_entry
+
+                    free_swap_entry(s, f)
+                    mm.swap_ents -= 1
+                    ent.fid[i] = NONE
+                    ent.bits[i] = 0
+                    i += 1
+                    continue
+                n = 1
+                if F.order[f] > 0:
+                    n = memory.folio_pte_batch(s, ent, i, f, iend - i)
+                    if n < F.nr(f):
+                        if F.maybe_mapped_shared(f):
+                            i += n
+                            continue
+                        if huge_memory.split_folio(s, f, "MADV_FREE of part of a large "
+                                                   "folio") == 0:
+                            continue
+                        i += n
+                        continue
+                if F.flags[f] & (PG_SWAPCACHE | PG_DIRTY):
+                    if F.maybe_mapped_shared(f) or rmap.folio_mapcount(s, f) != F.nr(f):
+                        i += n
+                        continue
+                    F.flags[f] &= ~PG_DIRTY
+                ent.bits[i:i + n] &= 0xFF ^ P_DIRTY
+                folio_mark_lazyfree(s, f)
+                i += n
+        addr = nxt
+
+
+def folio_mark_lazyfree(s: System, f: int) -> None:
+    """``folio_mark_lazyfree``: an anon swapbacked folio loses PG_swapbacked (``pglazyfree``)."""
+    F = s.folios
+    if F.flags[f] & PG_SWAPBACKED and not F.flags[f] & (PG_SWAPCACHE | PG_UNEVICTABLE):
+        F.flags[f] &= ~(PG_SWAPBACKED | PG_ACTIVE)
+        s.vmstat.count("pglazyfree", F.nr(f))
+
+
+def madvise_populate(s: System, mm: MM, start: int, end: int, write: bool) -> int:
+    """``madvise_populate``: fault the range in (write faults for POPULATE_WRITE)."""
+    from foliosim.mm.gup import faultin_page
+
+    addr = start
+    while addr < end:
+        vma = mm.vma_at(addr)
+        if vma is None:
+            return ENOMEM
+        if not vma.flags & (VM_READ | VM_WRITE) or (write and not vma.flags & VM_WRITE):
+            return EFAULT
+        hi = min(vma.end, end)
+        for a in range(addr, hi, 4096):
+            r = faultin_page(s, vma, a, write)
+            if r:
+                return ENOMEM
+        addr = hi
+    return 0
+
+
+def madvise_collapse_range(s: System, mm: MM, start: int, end: int) -> int:
+    """``madvise_collapse``: copy every aligned 2 MiB of the range into a new PMD THP
+    (sysfs ``enabled`` ignored; VM_NOHUGEPAGE refused); references beyond the mappings (pins)
+    fail a block with -EAGAIN, an empty block with -EINVAL."""
+    vmas = mm.vmas_in(start, end)
+    if not vmas or mm.vma_at(start) is None:
+        return ENOMEM
+    for vma in vmas:
+        if not huge_memory.thp_vma_allowable_order(s, vma, 9, "collapse"):
+            return EINVAL
+    hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    hend = end & ~(PMD_SIZE - 1)
+    thps = 0
+    last = 0
+    for a in range(hstart, hend, PMD_SIZE):
+        vma = mm.vma_at(a)
+        if vma is None or not huge_memory.thp_vma_suitable_order(vma, a, 9):
+            last = EINVAL
+            continue
+        r = collapse_huge_page(s, vma, a)
+        if r == 0:
+            thps += 1
+        else:
+            last = r
+    if thps == (hend - hstart) // PMD_SIZE:
+        return 0
+    return last or EINVAL
+
+
+def collapse_huge_page(s: System, vma: VMA, haddr: int) -> int:
+    """``hpage_collapse_scan_pmd`` + ``collapse_huge_page``: copy the PTE-mapped pages into a
+    new THP mapped by one PMD; the old folios lose these mappings."""
+    F = s.folios
+    mm = vma.mm
+    slot = haddr >> 21
+    ent = mm.pmd.get(slot)
+    if isinstance(ent, PmdLeaf):
+        return 0 if ent.fid != HUGE_ZERO_FID else EINVAL  # SCAN_PMD_MAPPED
+    if ent is None:
+        return EINVAL  # SCAN_NO_PTE_TABLE
+    seen: set[int] = set()
+    for i in range(512):
+        f = int(ent.fid[i])
+        if f >= 0 and not ent.bits[i] & P_SWAP and f not in seen:
+            seen.add(f)
+            if int(F.ref[f]) != rmap.folio_expected_ref_count(s, f):
+                return EAGAIN  # SCAN_PAGE_COUNT
+    from foliosim.mm.swap import do_swap_page
+
+    for i in range(512):
+        if ent.bits[i] & P_SWAP:
+            do_swap_page(s, vma, ent, haddr + (i << 12), False)
+    new = memory.folio_alloc(s, 9)
+    if new is None:
+        s.vmstat.count("thp_collapse_alloc_failed")
+        return ENOMEM
+    s.vmstat.count("thp_collapse_alloc")
+    vals = []
+    for i in range(512):
+        f = int(ent.fid[i])
+        vals.append(F.value(f, int(ent.idx[i])) if f >= 0 else 0)
+    import numpy as np
+
+    arr = np.array(vals, np.uint64)
+    if (arr == arr[0]).all():
+        F.val[new] = arr[0]
+    else:
+        F.arrays(new).val[:] = arr
+    # __collapse_huge_page_copy_succeeded: drop the old mappings, batched per folio
+    i = 0
+    while i < 512:
+        f = int(ent.fid[i])
+        if f < 0:
+            ent.fid[i] = NONE
+            i += 1
+            continue
+        n = memory.folio_pte_batch(s, ent, i, f, 512 - i)
+        k = int(ent.idx[i])
+        ent.fid[i:i + n] = NONE
+        ent.bits[i:i + n] = 0
+        mm.anon_pages -= n
+        rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
+        memory.folio_put(s, f, n)
+        i += n
+    del mm.pmd[slot]
+    bits = 0
+    from foliosim.mm.pgtable import P_WRITE
+
+    if vma.flags & VM_WRITE:
+        bits = P_WRITE | P_DIRTY
+    mm.pmd[slot] = PmdLeaf(new, bits)
+    rmap.folio_add_new_anon_rmap(s, new, vma, haddr, pmd=True)
+    memory.folio_add_lru_vma(s, new, vma)
+    mm.anon_pages += 512
+    huge_memory.deferred_split_folio(s, new, False)
+    s.trace(f"collapsed {s.fmt_addr(mm, haddr)} into new THP {s.fname(new)} "
+            "(collapse_huge_page)")
+    return 0

@@ -1,0 +1,468 @@
+"""Faults, COW, zapping and page-table copying at fork (follows mm/memory.c)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import huge_memory, mlock, rmap
+from foliosim.mm.folio import (
+    HUGE_ZERO_FID,
+    PG_ANON,
+    PG_DIRTY,
+    PG_LRU,
+    PG_SWAPBACKED,
+    PG_SWAPCACHE,
+    ZERO_FID,
+)
+from foliosim.mm.mm_types import MM, VM_LOCKED, VM_WRITE, VMA
+from foliosim.mm.page_alloc import OutOfMemory
+from foliosim.mm.pgtable import (
+    NONE,
+    P_DIRTY,
+    P_SWAP,
+    P_WRITE,
+    PMD_SIZE,
+    PmdLeaf,
+    PteTable,
+)
+from foliosim.mm.vma import anon_vma_prepare
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+VM_FAULT_OOM = -12
+VM_FAULT_SIGSEGV = -14
+
+
+# -- allocation -------------------------------------------------------------------------------
+def folio_alloc(s: System, order: int) -> int | None:
+    """``vma_alloc_folio``: a new anon folio, or None when the allocator (or the policy's
+    fault injection) says no."""
+    if s.alloc_fails(order):
+        return None
+    try:
+        pfn = s.buddy.alloc(order)
+    except OutOfMemory:
+        return None
+    f = s.folios.new(pfn, order)
+    s.folios.flags[f] = PG_SWAPBACKED | PG_LRU
+    return f
+
+
+def folio_add_lru_vma(s: System, f: int, vma: VMA) -> None:
+    """``folio_add_lru_vma``: a new folio in a VM_LOCKED VMA is mlocked (``mlock_new_folio``)."""
+    if vma.flags & VM_LOCKED:
+        mlock.mlock_new_folio(s, f)
+
+
+def folio_put(s: System, f: int, n: int = 1) -> None:
+    """Drop ``n`` references; the last one frees the folio (``__folio_put``)."""
+    F = s.folios
+    F.ref[f] -= n
+    if F.ref[f] <= 0:
+        free_folio(s, f)
+
+
+def free_folio(s: System, f: int) -> None:
+    """``__folio_put`` -> ``free_pages_prepare``: unqueue from the deferred list, drop the mTHP
+    gauge, clear a leftover PG_mlocked (unevictable_pgs_cleared), give the pages back."""
+    from foliosim.mm.folio import PG_MLOCKED
+
+    F = s.folios
+    huge_memory.folio_unqueue_deferred_split(s, f)
+    order = int(F.order[f])
+    if order > 0 and F.flags[f] & PG_ANON:
+        s.vmstat.count_mthp(order, "nr_anon", -1)
+    if F.flags[f] & PG_MLOCKED:
+        s.vmstat.count("nr_mlock", -F.nr(f))
+        s.vmstat.count("unevictable_pgs_cleared", F.nr(f))
+    s.buddy.free_block(int(F.pfn[f]), order)
+    s.trace_free(f)
+    F.release(f)
+
+
+# -- faults -----------------------------------------------------------------------------------
+def handle_mm_fault(s: System, vma: VMA, addr: int, write: bool, unshare: bool = False) -> int:
+    """``__handle_mm_fault``: a PMD THP only where the PMD slot is empty and order 9 is
+    allowed; otherwise the PTE path. Returns 0 or a negative errno."""
+    mm = vma.mm
+    slot = addr >> 21
+    ent = mm.pmd.get(slot)
+    if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault"):
+        if huge_memory.do_huge_pmd_anonymous_page(s, vma, addr, write) == 0:
+            return 0
+        ent = mm.pmd.get(slot)
+    if isinstance(ent, PmdLeaf):
+        if not (write or unshare) or ent.bits & P_WRITE:
+            return 0
+        if ent.fid == HUGE_ZERO_FID:
+            if unshare:
+                return 0
+            if huge_memory.do_huge_zero_wp_pmd(s, vma, addr) == 0:
+                return 0
+        elif huge_memory.do_huge_pmd_wp_page(s, vma, addr, unshare) == 0:
+            return 0
+        ent = mm.pmd.get(slot)
+    if ent is None:
+        ent = PteTable()
+        mm.pmd[slot] = ent
+    return handle_pte_fault(s, vma, ent, addr, write, unshare)
+
+
+def handle_pte_fault(s: System, vma: VMA, pt: PteTable, addr: int, write: bool,
+                     unshare: bool) -> int:
+    """``handle_pte_fault``: none -> anonymous fault, swap -> swap-in, read-only -> COW."""
+    i = (addr >> 12) & 511
+    fid = int(pt.fid[i])
+    if fid == NONE:
+        return do_anonymous_page(s, vma, pt, addr, write)
+    if pt.bits[i] & P_SWAP:
+        from foliosim.mm.swap import do_swap_page
+
+        r = do_swap_page(s, vma, pt, addr, write)
+        if r or not write or pt.bits[i] & P_WRITE:
+            return r
+    if (write or unshare) and not pt.bits[i] & P_WRITE:
+        return do_wp_page(s, vma, pt, addr, unshare)
+    if write:
+        pt.bits[i] |= P_DIRTY
+    return 0
+
+
+def pte_range_none(pt: PteTable, i: int, n: int) -> bool:
+    return bool((pt.fid[i:i + n] == NONE).all())
+
+
+def alloc_anon_folio(s: System, vma: VMA, pt: PteTable, addr: int) -> int | None:
+    """``alloc_anon_folio``: the highest allowed mTHP order whose aligned block lies in the VMA
+    and is entirely pte_none; fall back order by order, finally to order 0."""
+    orders = huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault")
+    orders = [o for o in orders if huge_memory.thp_vma_suitable_order(vma, addr, o)]
+    while orders:
+        o = orders[0]
+        a = addr & ~((4096 << o) - 1)
+        if pte_range_none(pt, (a >> 12) & 511, 1 << o):
+            break
+        orders.pop(0)
+    for o in orders:
+        f = folio_alloc(s, o)
+        if f is not None:
+            return f
+        s.vmstat.count_mthp(o, "anon_fault_fallback")
+        s.trace(f"order-{o} allocation failed, falling back (alloc_anon_folio)")
+    return folio_alloc(s, 0)
+
+
+def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
+    """``do_anonymous_page``: a read maps the shared zero page; a write maps a new folio of the
+    order ``alloc_anon_folio`` chose, every PTE writable and dirty."""
+    mm = vma.mm
+    i = (addr >> 12) & 511
+    if not write:
+        pt.fid[i] = ZERO_FID
+        pt.idx[i] = 0
+        pt.bits[i] = 0
+        return 0
+    anon_vma_prepare(vma)
+    f = alloc_anon_folio(s, vma, pt, addr)
+    if f is None:
+        return VM_FAULT_OOM
+    F = s.folios
+    nr = F.nr(f)
+    order = int(F.order[f])
+    a = addr & ~((nr << 12) - 1)
+    F.ref[f] += nr - 1
+    mm.anon_pages += nr
+    s.vmstat.count_mthp(order, "anon_fault_alloc")
+    rmap.folio_add_new_anon_rmap(s, f, vma, a, pmd=False)
+    folio_add_lru_vma(s, f, vma)
+    j = (a >> 12) & 511
+    pt.fid[j:j + nr] = f
+    pt.idx[j:j + nr] = range(nr)
+    pt.bits[j:j + nr] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    if order:
+        s.trace(f"order-{order} folio {s.fname(f)} at {s.fmt_addr(mm, a)} "
+                "(alloc_anon_folio: highest allowed order with an empty PTE range)")
+    return 0
+
+
+def do_wp_page(s: System, vma: VMA, pt: PteTable, addr: int, unshare: bool) -> int:
+    """``do_wp_page``: reuse an exclusive page (or a folio ``wp_can_reuse_anon_folio`` allows),
+    else copy into a new order-0 page (``wp_page_copy``)."""
+    F = s.folios
+    i = (addr >> 12) & 511
+    f = int(pt.fid[i])
+    if f >= 0 and F.flags[f] & PG_ANON:
+        k = int(pt.idx[i])
+        if F.pae(f, k) or wp_can_reuse_anon_folio(s, f, vma):
+            if not F.pae(f, k):
+                F.set_pae(f, k, 1, True)
+            if unshare:
+                return 0
+            pt.bits[i] |= P_WRITE | P_DIRTY  # wp_page_reuse
+            return 0
+    return wp_page_copy(s, vma, pt, addr)
+
+
+def wp_can_reuse_anon_folio(s: System, f: int, vma: VMA) -> bool:
+    """``wp_can_reuse_anon_folio``: a small folio only with refcount 1 (after dropping the
+    swapcache); a large one via ``__wp_can_reuse_large_anon_folio`` (6.15+): mapped more than
+    once, all in this mm, and no reference beyond the mappings."""
+    F = s.folios
+    if F.order[f] > 0:
+        if int(F.large[f]) <= 1:
+            return False  # free a folio with a single mapped page instead
+        if F.maybe_mapped_shared(f):
+            return False
+        if F.flags[f] & PG_SWAPCACHE:
+            return False
+        return int(F.large[f]) == int(F.ref[f])
+    swapcache = 1 if F.flags[f] & PG_SWAPCACHE else 0
+    if int(F.ref[f]) > 1 + swapcache:
+        return False
+    if swapcache:
+        from foliosim.mm.swap import folio_free_swap
+
+        folio_free_swap(s, f)
+    if int(F.ref[f]) != 1:
+        return False
+    F.anon_vma[f] = vma.anon_vma.id  # folio_move_anon_rmap
+    return True
+
+
+def wp_page_copy(s: System, vma: VMA, pt: PteTable, addr: int) -> int:
+    """``wp_page_copy``: a new exclusive order-0 page with the old contents; the old page loses
+    this mapping (which can leave a large folio partially mapped)."""
+    mm = vma.mm
+    F = s.folios
+    i = (addr >> 12) & 511
+    old = int(pt.fid[i])
+    old_k = int(pt.idx[i])
+    anon_vma_prepare(vma)
+    new = folio_alloc(s, 0)
+    if new is None:
+        return VM_FAULT_OOM
+    if old >= 0:
+        F.val[new] = F.value(old, int(pt.idx[i]))
+    else:
+        mm.anon_pages += 1
+    rmap.folio_add_new_anon_rmap(s, new, vma, addr & ~4095, pmd=False)
+    folio_add_lru_vma(s, new, vma)
+    pt.fid[i] = new
+    pt.idx[i] = 0
+    pt.bits[i] = P_WRITE | P_DIRTY
+    if old >= 0:
+        rmap.folio_remove_rmap_ptes(s, old, old_k, 1, vma)
+        folio_put(s, old)
+        s.trace(f"COW copy of one page of {s.fname(old)} at {s.fmt_addr(mm, addr)} "
+                "(wp_page_copy)")
+    return 0
+
+
+# -- zapping ----------------------------------------------------------------------------------
+def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
+                          reclaim_pt: bool = False) -> None:
+    """``zap_page_range_single`` / ``unmap_page_range`` over ``[start, end)`` of one VMA:
+    full PMDs go whole (``zap_huge_pmd``), partial ones are split first (``zap_pmd_range``)."""
+    mm = vma.mm
+    addr = start
+    while addr < end:
+        slot = addr >> 21
+        nxt = min((slot + 1) << 21, end)
+        ent = mm.pmd.get(slot)
+        if isinstance(ent, PmdLeaf):
+            if nxt - addr == PMD_SIZE:
+                zap_huge_pmd(s, vma, slot, ent)
+                del mm.pmd[slot]
+                addr = nxt
+                continue
+            huge_memory.split_huge_pmd(s, vma, slot, "partial zap (zap_pmd_range)")
+            ent = mm.pmd.get(slot)
+        if isinstance(ent, PteTable):
+            zap_pte_range(s, vma, ent, addr, nxt)
+            if reclaim_pt and nxt - addr == PMD_SIZE and ent.empty():
+                del mm.pmd[slot]
+        addr = nxt
+
+
+def zap_huge_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> None:
+    """``zap_huge_pmd``: remove a whole PMD mapping."""
+    if ent.fid == HUGE_ZERO_FID:
+        return
+    f = ent.fid
+    vma.mm.anon_pages -= 512
+    rmap.folio_remove_rmap_pmd(s, f, vma)
+    folio_put(s, f)
+
+
+def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> None:
+    """``zap_pte_range``: clear PTEs in batches of consecutive pages of one folio
+    (``folio_pte_batch``), removing the rmap once per batch."""
+    mm = vma.mm
+    i = (start >> 12) & 511
+    iend = i + ((end - start) >> 12)
+    while i < iend:
+        f = int(pt.fid[i])
+        if f == NONE:
+            i += 1
+            continue
+        if pt.bits[i] & P_SWAP:
+            from foliosim.mm.swap import free_swap_entry
+
+            free_swap_entry(s, f)
+            mm.swap_ents -= 1
+            pt.fid[i] = NONE
+            pt.bits[i] = 0
+            i += 1
+            continue
+        if f == ZERO_FID:
+            pt.fid[i] = NONE
+            i += 1
+            continue
+        n = folio_pte_batch(s, pt, i, f, iend - i)
+        k = int(pt.idx[i])
+        pt.fid[i:i + n] = NONE
+        pt.bits[i:i + n] = 0
+        mm.anon_pages -= n
+        rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
+        folio_put(s, f, n)
+        i += n
+
+
+def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
+    """``folio_pte_batch``: consecutive present PTEs from ``i`` mapping consecutive pages of
+    folio ``f`` (dirty, young and write bits ignored), at most ``limit``."""
+    if s.folios.order[f] == 0:
+        return 1
+    k = int(pt.idx[i])
+    n = min(limit, s.folios.nr(f) - k)
+    fids = pt.fid[i:i + n]
+    idxs = pt.idx[i:i + n]
+    bits = pt.bits[i:i + n]
+    ok = (fids == f) & (idxs == (k + _arange(n))) & ((bits & P_SWAP) == 0)
+    if ok.all():
+        return n
+    return int(ok.argmin())
+
+
+_AR = None
+
+
+def _arange(n: int):
+    import numpy as np
+
+    global _AR
+    if _AR is None:
+        _AR = np.arange(512, dtype=np.int16)
+    return _AR[:n]
+
+
+def free_pgtables(mm: MM, start: int, end: int) -> None:
+    """``free_pgtables``: after munmap, PTE tables of 2 MiB slots that no VMA overlaps go."""
+    for slot in range(start >> 21, ((end - 1) >> 21) + 1):
+        ent = mm.pmd.get(slot)
+        if ent is not None and not mm.vmas_in(slot << 21, (slot + 1) << 21):
+            del mm.pmd[slot]
+
+
+# -- fork -------------------------------------------------------------------------------------
+def folio_needs_cow_for_dma(s: System, vma: VMA, f: int) -> bool:
+    """``folio_needs_cow_for_dma``: the mm has pinned at some point and the folio may be."""
+    return vma.mm.has_pinned and s.folios.maybe_dma_pinned(f)
+
+
+def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
+    """``copy_page_range``: share every mapped page with the child, write-protected in both;
+    exclusive pages of maybe-pinned folios are copied for the child instead."""
+    smm, dmm = src.mm, dst.mm
+    for slot in range(src.start >> 21, ((src.end - 1) >> 21) + 1):
+        ent = smm.pmd.get(slot)
+        if ent is None:
+            continue
+        lo = max(src.start, slot << 21)
+        hi = min(src.end, (slot + 1) << 21)
+        if isinstance(ent, PmdLeaf):
+            if huge_memory.copy_huge_pmd(s, dst, src, slot, ent) == 0:
+                continue
+            ent = smm.pmd.get(slot)
+        copy_pte_range(s, dst, src, ent, lo, hi)
+    del dmm
+
+
+def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: int) -> None:
+    """``copy_pte_range`` / ``copy_present_ptes``."""
+    F = s.folios
+    dmm = dst.mm
+    slot = lo >> 21
+    dpt = dmm.pmd.get(slot)
+    if dpt is None:
+        dpt = PteTable()
+        dmm.pmd[slot] = dpt
+    i = (lo >> 12) & 511
+    iend = i + ((hi - lo) >> 12)
+    while i < iend:
+        f = int(spt.fid[i])
+        if f == NONE:
+            i += 1
+            continue
+        if spt.bits[i] & P_SWAP:
+            from foliosim.mm.swap import swap_duplicate
+
+            swap_duplicate(s, f)
+            dpt.fid[i] = f
+            dpt.bits[i] = spt.bits[i]
+            dmm.swap_ents += 1
+            i += 1
+            continue
+        if f == ZERO_FID:
+            dpt.fid[i] = ZERO_FID
+            dpt.bits[i] = 0
+            i += 1
+            continue
+        k = int(spt.idx[i])
+        n = folio_pte_batch(s, spt, i, f, iend - i)
+        if folio_needs_cow_for_dma(s, src, f):
+            # folio_try_dup_anon_rmap_ptes fails on exclusive pages: copy those one by one
+            for j in range(n):
+                if F.pae(f, k + j):
+                    copy_present_page(s, dst, dpt, i + j, f, k + j, lo & ~(PMD_SIZE - 1))
+                else:
+                    _share(s, dst, spt, dpt, i + j, f, k + j, 1)
+        else:
+            _share(s, dst, spt, dpt, i, f, k, n)
+        i += n
+
+
+def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k: int,
+           n: int) -> None:
+    F = s.folios
+    F.set_pae(f, k, n, False)
+    F.ref[f] += n
+    rmap.folio_dup_anon_rmap(s, f, k, n, dst, pmd=False)
+    dst.mm.anon_pages += n
+    spt.bits[i:i + n] &= 0xFF ^ P_WRITE
+    dpt.fid[i:i + n] = f
+    dpt.idx[i:i + n] = spt.idx[i:i + n]
+    dpt.bits[i:i + n] = spt.bits[i:i + n]
+
+
+def copy_present_page(s: System, dst: VMA, dpt: PteTable, i: int, f: int, k: int,
+                      base: int) -> None:
+    """``copy_present_page``: the child gets its own exclusive order-0 copy."""
+    F = s.folios
+    new = folio_alloc(s, 0)
+    if new is None:
+        return
+    F.val[new] = F.value(f, k)
+    addr = base + (i << 12)
+    rmap.folio_add_new_anon_rmap(s, new, dst, addr, pmd=False)
+    folio_add_lru_vma(s, new, dst)
+    dst.mm.anon_pages += 1
+    dpt.fid[i] = new
+    dpt.idx[i] = 0
+    dpt.bits[i] = (P_WRITE | P_DIRTY) if dst.flags & VM_WRITE else P_DIRTY
+    s.trace(f"fork copied page {k} of maybe-pinned {s.fname(f)} for the child "
+            "(copy_present_page)")
+
+
+__all__ = ["PG_DIRTY", "handle_mm_fault", "zap_page_range_single", "copy_page_range"]

@@ -1,0 +1,74 @@
+"""mprotect(2) (follows mm/mprotect.c: mprotect_fixup, change_protection)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import huge_memory
+from foliosim.mm.folio import ZERO_FID
+from foliosim.mm.mm_types import MM, VM_ACCOUNT, VM_NORESERVE, VM_READ, VM_WRITE, VMA
+from foliosim.mm.pgtable import P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf, PteTable
+from foliosim.mm.vma import vma_modify_flags
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+PROT_FLAGS = {"rw": VM_READ | VM_WRITE, "r": VM_READ, "none": 0}
+
+
+def do_mprotect(s: System, mm: MM, start: int, length: int, prot: str) -> int:
+    """``do_mprotect_pkey``: -ENOMEM when the range has a hole (after the VMAs before it
+    were changed)."""
+    end = start + length
+    if length == 0:
+        return 0
+    addr = start
+    for vma in list(mm.vmas_in(start, end)):
+        if vma.start > addr:
+            return -12
+        lo, hi = max(addr, vma.start), min(end, vma.end)
+        mprotect_fixup(s, vma, lo, hi, (vma.flags & ~(VM_READ | VM_WRITE)) | PROT_FLAGS[prot])
+        addr = hi
+    return 0 if addr >= end else -12
+
+
+def mprotect_fixup(s: System, vma: VMA, start: int, end: int, newflags: int) -> None:
+    """``mprotect_fixup``: a private mapping made writable is charged (VM_ACCOUNT); the VMA is
+    split or merged, then the page tables follow (``change_protection``)."""
+    if newflags & VM_WRITE and not vma.flags & (VM_ACCOUNT | VM_WRITE | VM_NORESERVE):
+        newflags |= VM_ACCOUNT
+    if newflags == vma.flags:
+        return
+    vma = vma_modify_flags(vma, start, end, newflags, "VMA boundary from mprotect")
+    change_protection(s, vma, start, end)
+
+
+def change_protection(s: System, vma: VMA, start: int, end: int) -> None:
+    """``change_pmd_range`` / ``change_pte_range``: a whole PMD keeps its mapping, a partial
+    one is split; write permission is restored only on exclusive anon pages
+    (``can_change_pte_writable``)."""
+    mm = vma.mm
+    F = s.folios
+    writable = bool(vma.flags & VM_WRITE)
+    addr = start
+    while addr < end:
+        slot = addr >> 21
+        nxt = min((slot + 1) << 21, end)
+        ent = mm.pmd.get(slot)
+        if isinstance(ent, PmdLeaf):
+            if nxt - addr == PMD_SIZE:
+                huge_memory.change_huge_pmd(s, vma, ent, writable)
+                addr = nxt
+                continue
+            huge_memory.split_huge_pmd(s, vma, slot, "partial mprotect (change_pmd_range)")
+            ent = mm.pmd[slot]
+        if isinstance(ent, PteTable):
+            for i in range((addr >> 12) & 511, ((addr >> 12) & 511) + ((nxt - addr) >> 12)):
+                f = int(ent.fid[i])
+                if f < 0 or ent.bits[i] & P_SWAP:
+                    continue
+                if not writable:
+                    ent.bits[i] &= 0xFF ^ P_WRITE
+                elif f != ZERO_FID and F.pae(f, int(ent.idx[i])):
+                    ent.bits[i] |= P_WRITE
+        addr = nxt

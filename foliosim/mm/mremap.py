@@ -1,0 +1,117 @@
+"""mremap(2) with MREMAP_MAYMOVE | MREMAP_FIXED (follows mm/mremap.c: mremap_to, move_vma,
+move_page_tables)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import huge_memory
+from foliosim.mm.mm_types import MM, VM_LOCKED, VM_LOCKONFAULT, VMA
+from foliosim.mm.pgtable import PMD_SIZE, PmdLeaf, PteTable
+from foliosim.mm.vma import split_vma, try_merge_around
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+EINVAL, EFAULT, ENOMEM = -22, -14, -12
+
+
+def do_mremap(s: System, mm: MM, src: int, old_len: int, new_len: int, dst: int) -> int:
+    """``mremap_to``: unmap the destination, shrink the source if asked, then move. A move of
+    several VMAs is allowed only when the length does not change (6.17+)."""
+    from foliosim.mm.mmap import do_munmap
+
+    if new_len == 0 or old_len == 0:
+        return EINVAL
+    if dst < src + old_len and src < dst + new_len:
+        return EINVAL  # overlapping ranges
+    first = mm.vma_at(src)
+    if first is None:
+        return EFAULT
+    if new_len != old_len and src + old_len > first.end:
+        return EFAULT
+    if new_len == old_len:
+        addr = src
+        for vma in mm.vmas_in(src, src + old_len):
+            if vma.start > addr:
+                return EFAULT
+            addr = vma.end
+        if addr < src + old_len:
+            return EFAULT
+    do_munmap(s, mm, dst, new_len)
+    if new_len < old_len:
+        do_munmap(s, mm, src + new_len, old_len - new_len)
+        old_len = new_len
+    pieces = [v for v in mm.vmas_in(src, src + old_len)]
+    grow_from = None
+    for vma in pieces:
+        lo, hi = max(src, vma.start), min(src + old_len, vma.end)
+        extra = new_len - old_len if hi == src + old_len else 0
+        new = move_vma(s, vma, lo, hi, dst + (lo - src), extra)
+        if extra and new.flags & VM_LOCKED and not new.flags & VM_LOCKONFAULT:
+            grow_from = (dst + old_len, dst + new_len)
+    if grow_from:
+        from foliosim.mm.gup import mm_populate
+
+        mm_populate(s, mm, grow_from[0], grow_from[1], ignore_errors=True)
+    return 0
+
+
+def move_vma(s: System, vma: VMA, lo: int, hi: int, dst: int, extra: int) -> VMA:
+    """``move_vma``: split off ``[lo, hi)``, give it a new VMA at ``dst`` (same flags, pgoff,
+    anon_vma: ``copy_vma``), move the page tables, unmap the old range."""
+    from foliosim.mm.mmap import do_munmap
+
+    mm = vma.mm
+    if vma.start < lo:
+        vma = split_vma(vma, lo, "VMA boundary from mremap")
+    if hi < vma.end:
+        split_vma(vma, hi, "VMA boundary from mremap")
+    new = VMA(mm, dst, dst + (hi - lo) + extra, vma.flags, vma.pgoff, vma.guard)
+    new.anon_vma = vma.anon_vma
+    for av in vma.chain:
+        new.link(av)
+    mm.insert(new)
+    move_page_tables(s, vma, new, lo, dst, hi - lo)
+    vma.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+    do_munmap(s, mm, lo, hi - lo)
+    new = try_merge_around(new)
+    s.trace(f"moved {s.fmt_addr(mm, lo)} to {s.fmt_addr(mm, dst)} (move_vma)")
+    return new
+
+
+def move_page_tables(s: System, old: VMA, new: VMA, src: int, dst: int, length: int) -> None:
+    """``move_page_tables``: a PMD moves whole only for a full, aligned 2 MiB extent on both
+    sides (``move_huge_pmd``); otherwise it is split and PTEs move one by one (no rmap change,
+    so nothing is seen as partially mapped)."""
+    mm = old.mm
+    done = 0
+    while done < length:
+        a, b = src + done, dst + done
+        extent = min(PMD_SIZE - (a % PMD_SIZE), PMD_SIZE - (b % PMD_SIZE), length - done)
+        ent = mm.pmd.get(a >> 21)
+        if isinstance(ent, PmdLeaf):
+            if extent == PMD_SIZE:
+                del mm.pmd[a >> 21]
+                mm.pmd[b >> 21] = ent
+                done += extent
+                continue
+            huge_memory.split_huge_pmd(s, old, a >> 21, "partial mremap (move_page_tables)")
+            ent = mm.pmd[a >> 21]
+        if isinstance(ent, PteTable):
+            if extent == PMD_SIZE and b >> 21 not in mm.pmd:
+                del mm.pmd[a >> 21]
+                mm.pmd[b >> 21] = ent  # move_normal_pmd
+                done += extent
+                continue
+            dpt = mm.pmd.get(b >> 21)
+            if dpt is None or isinstance(dpt, PmdLeaf):
+                dpt = PteTable()
+                mm.pmd[b >> 21] = dpt
+            i, j, n = (a >> 12) & 511, (b >> 12) & 511, extent >> 12
+            dpt.fid[j:j + n] = ent.fid[i:i + n]
+            dpt.idx[j:j + n] = ent.idx[i:i + n]
+            dpt.bits[j:j + n] = ent.bits[i:i + n]
+            ent.fid[i:i + n] = -1
+            ent.bits[i:i + n] = 0
+        done += extent

@@ -1,0 +1,64 @@
+"""A buddy allocator over simulated physical memory (follows mm/page_alloc.c in spirit:
+free lists per order, split on allocation, merge with the buddy on free)."""
+
+from __future__ import annotations
+
+MAX_PAGE_ORDER = 10
+
+
+class OutOfMemory(Exception):
+    """No free block of the requested order or above (``__alloc_pages`` returned NULL)."""
+
+
+class BuddyAllocator:
+    """Free lists of PFNs per order over ``[base_pfn, base_pfn + nr_pages)``.
+
+    :param nr_pages: simulated RAM in 4 KiB pages (1 TiB = 2**28 pages)
+    :param base_pfn: the first PFN handed out (the live kernel's PFNs start well above 0)
+    """
+
+    def __init__(self, nr_pages: int, base_pfn: int = 1 << 18) -> None:
+        self.free: list[set[int]] = [set() for _ in range(MAX_PAGE_ORDER + 1)]
+        self.base_pfn = base_pfn
+        self.nr_pages = nr_pages
+        self.nr_free = 0
+        block = 1 << MAX_PAGE_ORDER
+        top = nr_pages - nr_pages % block
+        # Keep the free lists lazy for huge memories: untouched memory is one "frontier".
+        self.frontier = base_pfn
+        self.end = base_pfn + top
+        self.nr_free = top
+        # Small pieces beyond the last whole block are not used.
+
+    def alloc(self, order: int) -> int:
+        """Return the first PFN of a free, naturally aligned block of ``1 << order`` pages."""
+        for o in range(order, MAX_PAGE_ORDER + 1):
+            if self.free[o]:
+                pfn = self.free[o].pop()
+                break
+        else:
+            if self.frontier >= self.end:
+                raise OutOfMemory(order)
+            pfn = self.frontier
+            self.frontier += 1 << MAX_PAGE_ORDER
+            o = MAX_PAGE_ORDER
+        while o > order:  # split, keep the lower half (expand())
+            o -= 1
+            self.free[o].add(pfn + (1 << o))
+        self.nr_free -= 1 << order
+        return pfn
+
+    def free_block(self, pfn: int, order: int) -> None:
+        """Return a block and merge it with its free buddies (``__free_one_page``)."""
+        self.nr_free += 1 << order
+        while order < MAX_PAGE_ORDER:
+            buddy = self.base_pfn + ((pfn - self.base_pfn) ^ (1 << order))
+            if buddy not in self.free[order]:
+                break
+            self.free[order].discard(buddy)
+            pfn = min(pfn, buddy)
+            order += 1
+        self.free[order].add(pfn)
+
+    def free_pages(self) -> int:
+        return self.nr_free

@@ -1,0 +1,56 @@
+"""Page tables of one mm: per 2 MiB slot nothing, a PMD leaf, or a PTE table of 512 entries
+held in numpy arrays (follows the x86_64 pmd/pte layout of arch/x86 and include/linux/pgtable.h).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PMD_SHIFT = 21
+PMD_SIZE = 1 << PMD_SHIFT
+PTRS_PER_PTE = 512
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 512
+
+# PTE/PMD bits
+P_WRITE = 1
+P_DIRTY = 2
+P_SWAP = 4       # a swap entry; ``fid`` holds the swap slot
+P_YOUNG = 8
+
+NONE = -1
+
+
+class PteTable:
+    """One PTE page table: ``fid`` is the folio id (-1 none, ZERO_FID the zero page, or the swap
+    slot when ``bits & P_SWAP``), ``idx`` the page within the folio, ``bits`` the PTE bits."""
+
+    __slots__ = ("fid", "idx", "bits")
+
+    def __init__(self) -> None:
+        self.fid = np.full(PTRS_PER_PTE, NONE, np.int64)
+        self.idx = np.zeros(PTRS_PER_PTE, np.int16)
+        self.bits = np.zeros(PTRS_PER_PTE, np.uint8)
+
+    def empty(self) -> bool:
+        return bool((self.fid == NONE).all())
+
+
+class PmdLeaf:
+    """A PMD mapping a whole order-9 folio (or the huge zero folio)."""
+
+    __slots__ = ("fid", "bits")
+
+    def __init__(self, fid: int, bits: int) -> None:
+        self.fid = fid
+        self.bits = bits
+
+
+def pmd_index(addr: int) -> int:
+    return addr >> PMD_SHIFT
+
+
+def pte_index(addr: int) -> int:
+    return (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)

@@ -1,0 +1,101 @@
+"""A swap file: order-0 slots only, pages kept in the swap cache after write-out (follows
+mm/swapfile.c, mm/swap_state.c and mm/memory.c:do_swap_page)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import rmap
+from foliosim.mm.folio import PG_SWAPCACHE
+from foliosim.mm.mm_types import VMA
+from foliosim.mm.pgtable import P_DIRTY, P_WRITE, PteTable
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+SWAP_FILE_PAGES = (128 << 20) >> 12
+
+
+class SwapFile:
+    """Slots of a swap file: the count of swap PTEs and the swapcache folio of each slot."""
+
+    def __init__(self, nr_pages: int = SWAP_FILE_PAGES) -> None:
+        self.nr = nr_pages
+        self.next = 1  # slot 0 is the header
+        self.free: list[int] = []
+        self.count: dict[int, int] = {}
+        self.cache: dict[int, int] = {}    # slot -> folio in the swap cache
+        self.exclusive: dict[int, bool] = {}
+
+    def alloc(self) -> int | None:
+        if self.free:
+            return self.free.pop()
+        if self.next >= self.nr:
+            return None
+        self.next += 1
+        return self.next - 1
+
+
+def free_swap_entry(s: System, slot: int) -> None:
+    """``free_swap_and_cache``: one swap PTE less; the last one frees the slot and the swap
+    cache folio (when nothing maps it)."""
+    sw = s.swap
+    sw.count[slot] -= 1
+    if sw.count[slot] > 0:
+        return
+    del sw.count[slot]
+    f = sw.cache.pop(slot, None)
+    sw.free.append(slot)
+    if f is not None:
+        _drop_swapcache(s, f)
+
+
+def swap_duplicate(s: System, slot: int) -> None:
+    s.swap.count[slot] += 1
+
+
+def _drop_swapcache(s: System, f: int) -> None:
+    from foliosim.mm.memory import folio_put
+
+    F = s.folios
+    F.flags[f] &= ~PG_SWAPCACHE
+    F.swap[f] = -1
+    folio_put(s, f, 1)
+
+
+def folio_free_swap(s: System, f: int) -> None:
+    """``folio_free_swap``: drop the swap cache copy when no swap PTE refers to it."""
+    F = s.folios
+    slot = int(F.swap[f])
+    if slot < 0 or s.swap.count.get(slot, 0) > 0:
+        return
+    s.swap.cache.pop(slot, None)
+    s.swap.free.append(slot)
+    _drop_swapcache(s, f)
+
+
+def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
+    """``do_swap_page``: map back the swap cache folio of the entry (no disk read while it is
+    cached); exclusive if the entry was; writable only for a write fault."""
+    F = s.folios
+    mm = vma.mm
+    i = (addr >> 12) & 511
+    slot = int(pt.fid[i])
+    f = s.swap.cache.get(slot)
+    if f is None:
+        return -12
+    excl = s.swap.exclusive.get(slot, False)
+    F.ref[f] += 1
+    rmap.folio_add_anon_rmap_ptes(s, f, 0, 1, vma, excl)
+    mm.anon_pages += 1
+    mm.swap_ents -= 1
+    pt.fid[i] = f
+    pt.idx[i] = 0
+    pt.bits[i] = 0
+    s.swap.count[slot] -= 1
+    if s.swap.count[slot] == 0:
+        del s.swap.count[slot]
+    if write and excl:
+        pt.bits[i] = P_WRITE | P_DIRTY
+        folio_free_swap(s, f)
+    return 0

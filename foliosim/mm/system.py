@@ -1,0 +1,366 @@
+"""The user-facing API: a :class:`System` (physical memory, THP settings, global counters,
+the deferred split queue) and its :class:`Process` objects, whose methods are the syscalls.
+
+Example::
+
+    system = System(ThpSettings(enabled="madvise"))
+    p = system.process("main")
+    a = p.mmap_region(2 << 20)
+    p.madvise(a, 2 << 20, "hugepage")
+    p.write(a, 2 << 20, 7)
+    p.mlock(a, 1 << 20)
+    system.shrink()
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from foliosim.mm import gup, huge_memory, madvise, memory, mlock, mmap, mprotect, mremap
+from foliosim.mm.folio import PG_FREE, ZERO_FID, Folios
+from foliosim.mm.mm_types import MM, VM_READ, VM_WRITE, AnonVma
+from foliosim.mm.page_alloc import BuddyAllocator
+from foliosim.mm.pgtable import P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf
+from foliosim.mm.policy import DEFAULT_POLICY
+from foliosim.mm.swap import SwapFile
+from foliosim.mm.vmstat import VmStat
+
+__all__ = ["Process", "SyscallError", "System", "ThpSettings"]
+
+SIZE_ORDERS = {"16K": 2, "32K": 3, "64K": 4, "128K": 5, "256K": 6, "512K": 7, "1M": 8, "2M": 9}
+GUARD_GAP = PMD_SIZE
+USER_BASE = 0x7F0000000000 >> 21 << 21
+
+
+@dataclass
+class ThpSettings:
+    """The THP knobs: ``transparent_hugepage/enabled``, ``hugepages-<N>kB/enabled`` by size
+    name, ``use_zero_page``, ``shrink_underused``, ``khugepaged/max_ptes_none``, swap."""
+
+    enabled: str = "madvise"
+    sizes: dict[str, str] = field(default_factory=dict)
+    use_zero_page: bool = True
+    shrink_underused: bool = True
+    max_ptes_none: int = 511
+    swap: str = "none"
+
+    def order_mode(self, order: int) -> str:
+        for name, o in SIZE_ORDERS.items():
+            if o == order:
+                return self.sizes.get(name, "inherit" if order == 9 else "never")
+        return "never"
+
+
+class SyscallError(Exception):
+    """Raised by :class:`Process` methods in ``strict`` mode; otherwise they return -errno."""
+
+
+class System:
+    """A simulated machine.
+
+    :param settings: THP knobs in force
+    :param ram_bytes: simulated physical memory (default 1 TiB)
+    :param policy: the policy hooks (default Linux 6.18)
+    :param trace: record explanation events (``events``) for every decision
+    """
+
+    def __init__(self, settings: ThpSettings | None = None, ram_bytes: int = 1 << 40,
+                 policy: object | None = None, trace: bool = False) -> None:
+        self.settings = settings or ThpSettings()
+        self.folios = Folios()
+        self.buddy = BuddyAllocator(ram_bytes >> 12)
+        self.vmstat = VmStat()
+        self.policy = policy if policy is not None else DEFAULT_POLICY()
+        self.deferred_queue: dict[int, None] = {}
+        self.anon_vmas: dict[int, AnonVma] = {}
+        self._next_anon_vma = 1
+        self._next_mm = 1
+        self.processes: dict[str, Process] = {}
+        self.swap = SwapFile() if self.settings.swap == "file" else None
+        self.huge_zero_allocated = False
+        self.tracing = trace
+        self.events: list[str] = []
+        self.listeners: list[Callable[[str], None]] = []
+        self.stats_rmap_walks = 0
+        self.stats_split_failures: Counter[str] = Counter()
+        self.last_split: list[int] = []
+        self.fail_orders: set[int] = set()
+        self.pins: dict[str, gup.IoBuffer | None] = {}
+        self._next_addr = USER_BASE
+
+    # -- explanations -----------------------------------------------------------------------
+    def trace(self, msg: str) -> None:
+        """Record an explanation event (cheap when nobody listens)."""
+        if self.tracing:
+            self.events.append(msg)
+            for cb in self.listeners:
+                cb(msg)
+
+    def trace_free(self, f: int) -> None:
+        if self.tracing:
+            self.trace(f"{self.fname(f)} freed (__folio_put)")
+
+    def trace_split(self, f: int) -> None:
+        pass
+
+    def fname(self, f: int) -> str:
+        F = self.folios
+        return f"order-{int(F.order[f])} folio @pfn {int(F.pfn[f]):#x}"
+
+    def fmt_addr(self, mm: MM, addr: int) -> str:
+        return f"{addr:#x}"
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def new_anon_vma(self, parent: AnonVma | None = None) -> AnonVma:
+        av = AnonVma(self._next_anon_vma, parent)
+        self.anon_vmas[av.id] = av
+        self._next_anon_vma += 1
+        return av
+
+    def get_huge_zero_folio(self) -> None:
+        """``mm_get_huge_zero_folio``: allocated on first use (``thp_zero_page_alloc``)."""
+        if not self.huge_zero_allocated:
+            self.huge_zero_allocated = True
+            self.huge_zero_pfn = self.buddy.alloc(9)
+            self.vmstat.count("thp_zero_page_alloc")
+
+    def alloc_fails(self, order: int) -> bool:
+        return order in self.fail_orders
+
+    def process(self, name: str = "main") -> Process:
+        """The process ``name``, created (with an empty mm) if it does not exist."""
+        p = self.processes.get(name)
+        if p is None:
+            p = Process(self, name, MM(self, self._next_mm, name))
+            self._next_mm += 1
+            self.processes[name] = p
+        return p
+
+    def shrink(self) -> int:
+        """``echo 2 > /proc/sys/vm/drop_caches``: ``drop_slab`` runs the deferred split shrinker
+        in passes until a pass frees nothing."""
+        total = 0
+        while True:
+            n = huge_memory.deferred_split_scan(self)
+            total += n
+            if n == 0:
+                return total
+
+    def placement(self, size: int, misalign: int) -> tuple[int, int, int]:
+        """Where a region goes, as the live runner places it: a 2 MiB-aligned address plus
+        ``misalign`` inside a PROT_NONE guard reservation with 2 MiB free on each side."""
+        span = ((misalign + size + PMD_SIZE - 1) // PMD_SIZE) * PMD_SIZE
+        guard_start = self._next_addr
+        guard_len = span + 2 * GUARD_GAP
+        self._next_addr += guard_len + PMD_SIZE
+        return guard_start, guard_len, guard_start + GUARD_GAP + misalign
+
+    def folio_alive(self, f: int) -> bool:
+        return not self.folios.flags[f] & PG_FREE
+
+
+def _ret(r: int) -> int:
+    return 0 if r >= 0 else r
+
+
+class Process:
+    """A process: its mm and the syscalls. Methods return 0 or ``-errno`` like the kernel."""
+
+    def __init__(self, system: System, name: str, mm: MM) -> None:
+        self.system = system
+        self.name = name
+        self.mm = mm
+
+    @property
+    def alive(self) -> bool:
+        return self.mm.alive
+
+    # -- mappings ---------------------------------------------------------------------------
+    def mmap(self, addr: int, length: int, prot: str = "rw") -> int:
+        """``mmap(addr, length, prot, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED)``."""
+        if length <= 0 or addr % 4096 or length % 4096:
+            return -_errno.EINVAL
+        mmap.do_mmap(self.system, self.mm, addr, length, prot)
+        return 0
+
+    def mmap_region(self, size: int, prot: str = "rw", misalign: int = 0) -> int:
+        """Map a region as the live runner does (guard reservation, then MAP_FIXED inside);
+        returns its address."""
+        gs, gl, addr = self.system.placement(size, misalign)
+        mmap.do_mmap(self.system, self.mm, gs, gl, "none", guard=True)
+        mmap.do_mmap(self.system, self.mm, addr, size, prot)
+        return addr
+
+    def munmap(self, addr: int, length: int) -> int:
+        if addr % 4096 or length == 0:
+            return -_errno.EINVAL
+        return _ret(mmap.do_munmap(self.system, self.mm, addr, _page_align(length)))
+
+    def mprotect(self, addr: int, length: int, prot: str) -> int:
+        return _ret(mprotect.do_mprotect(self.system, self.mm, addr, _page_align(length), prot))
+
+    def madvise(self, addr: int, length: int, advice: str) -> int:
+        return _ret(madvise.do_madvise(self.system, self.mm, addr, _page_align(length), advice))
+
+    def mlock(self, addr: int, length: int, onfault: bool = False) -> int:
+        from foliosim.mm.mm_types import VM_LOCKED, VM_LOCKONFAULT
+
+        flags = VM_LOCKED | (VM_LOCKONFAULT if onfault else 0)
+        return _ret(mlock.do_mlock(self.system, self.mm, addr, _page_align(length), flags))
+
+    def munlock(self, addr: int, length: int) -> int:
+        return _ret(mlock.do_munlock(self.system, self.mm, addr, _page_align(length)))
+
+    def mlockall(self, current: bool = False, future: bool = False, onfault: bool = False) -> int:
+        return _ret(mlock.sys_mlockall(self.system, self.mm, current, future, onfault))
+
+    def munlockall(self) -> int:
+        return mlock.sys_munlockall(self.system, self.mm)
+
+    def mremap(self, src: int, old_len: int, new_len: int, dst: int) -> int:
+        """``mremap(src, old_len, new_len, MREMAP_MAYMOVE|MREMAP_FIXED, dst)``; 0 on success."""
+        return _ret(mremap.do_mremap(self.system, self.mm, src, old_len, new_len, dst))
+
+    # -- memory access ----------------------------------------------------------------------
+    def _accessible(self, addr: int, length: int, need: int) -> bool:
+        a = addr
+        for vma in self.mm.vmas_in(addr, addr + length):
+            if vma.start > a or not vma.flags & need:
+                return False
+            a = vma.end
+        return a >= addr + length
+
+    def write(self, addr: int, length: int, value: int) -> int:
+        """Store ``value`` at the start of every page of the range (write faults as needed);
+        -EFAULT, touching nothing, unless the range is mapped writable."""
+        if not self._accessible(addr, length, VM_WRITE):
+            return -_errno.EFAULT
+        s = self.system
+        F = s.folios
+        end = addr + length
+        a = addr
+        while a < end:
+            vma = self.mm.vma_at(a)
+            slot = a >> 21
+            ent = self.mm.pmd.get(slot)
+            nxt = min((slot + 1) << 21, end, vma.end)
+            if isinstance(ent, PmdLeaf) and ent.fid >= 0 and ent.bits & P_WRITE:
+                i = (a >> 12) & 511
+                F.set_value(ent.fid, i, (nxt - a) >> 12, value)
+                a = nxt
+                continue
+            if ent is not None and not isinstance(ent, PmdLeaf):
+                i = (a >> 12) & 511
+                f = int(ent.fid[i])
+                if f >= 0 and ent.bits[i] & P_WRITE and not ent.bits[i] & P_SWAP:
+                    n = memory.folio_pte_batch(s, ent, i, f, (nxt - a) >> 12)
+                    wr = ent.bits[i:i + n] & P_WRITE
+                    if not wr.all():
+                        n = int(wr.argmin())
+                    F.set_value(f, int(ent.idx[i]), n, value)
+                    a += n << 12
+                    continue
+            r = memory.handle_mm_fault(s, vma, a, True)
+            if r:
+                return -_errno.ENOMEM
+        return 0
+
+    def read(self, addr: int, length: int) -> int:
+        """Load one byte of every page (read faults as needed)."""
+        if not self._accessible(addr, length, VM_READ):
+            return -_errno.EFAULT
+        s = self.system
+        end = addr + length
+        a = addr
+        while a < end:
+            vma = self.mm.vma_at(a)
+            slot = a >> 21
+            ent = self.mm.pmd.get(slot)
+            nxt = min((slot + 1) << 21, end)
+            if isinstance(ent, PmdLeaf):
+                a = nxt
+                continue
+            if ent is not None:
+                i = (a >> 12) & 511
+                if int(ent.fid[i]) != -1 and not ent.bits[i] & P_SWAP:
+                    a += 4096
+                    continue
+            memory.handle_mm_fault(s, vma, a, False)
+        return 0
+
+    def value_at(self, addr: int) -> int | None:
+        """The 64-bit word at ``addr``'s page start, if present."""
+        f, k, _ = gup.follow_page(self.system, self.mm, addr)
+        if f == -1:
+            return None
+        if f < 0:
+            return 0
+        return self.system.folios.value(f, k)
+
+    # -- processes --------------------------------------------------------------------------
+    def fork(self, child: str) -> Process:
+        """``fork``: a new process sharing every page copy-on-write."""
+        s = self.system
+        c = s.process(child)
+        mmap.dup_mmap(s, self.mm, c.mm)
+        for _pid, buf in s.pins.items():
+            if buf is not None and self.name in buf.sharers:
+                buf.sharers.add(child)
+        s.trace(f"fork {self.name} -> {child} (dup_mmap)")
+        return c
+
+    def exit(self) -> int:
+        """The process exits: its mappings are torn down (``exit_mmap``) and pins it was the
+        last to share are released."""
+        s = self.system
+        mmap.exit_mmap(s, self.mm)
+        for pid, buf in list(s.pins.items()):
+            if buf is not None and self.name in buf.sharers:
+                buf.sharers.discard(self.name)
+                if not buf.sharers:
+                    gup.io_buffer_unmap(s, buf)
+                    s.pins[pid] = None
+        del s.processes[self.name]
+        return 0
+
+    # -- pins -------------------------------------------------------------------------------
+    def pin(self, addr: int, length: int, pin_id: str) -> int:
+        """A long-term write pin of the range as io_uring's IORING_REGISTER_BUFFERS takes it."""
+        s = self.system
+        buf = gup.io_sqe_buffer_register(s, self.mm, addr, length)
+        if isinstance(buf, int):
+            s.pins[pin_id] = None
+            return buf
+        buf.sharers.add(self.name)
+        s.pins[pin_id] = buf
+        return 0
+
+    def unpin(self, pin_id: str) -> int:
+        """IORING_UNREGISTER_BUFFERS: releases the pin for every process sharing it."""
+        s = self.system
+        buf = s.pins.get(pin_id)
+        if buf is None:
+            return -_errno.ENXIO
+        gup.io_buffer_unmap(s, buf)
+        s.pins[pin_id] = None
+        return 0
+
+    def dma_write(self, pin_id: str, value: int) -> int:
+        """A device writes ``value`` into every page held by the pin (simulator only)."""
+        s = self.system
+        buf = s.pins.get(pin_id)
+        if buf is None:
+            return -_errno.ENXIO
+        for f, _ in buf.pins:
+            s.folios.set_value(f, 0, s.folios.nr(f), value)
+        return 0
+
+
+def _page_align(n: int) -> int:
+    return (n + 4095) & ~4095
+
+
+del ZERO_FID

@@ -1,0 +1,161 @@
+"""Reclaim of the folios MADV_PAGEOUT hands over (follows mm/vmscan.c:shrink_folio_list and
+reclaim_pages)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from foliosim.mm import huge_memory, memory, rmap
+from foliosim.mm.folio import (
+    PG_DIRTY,
+    PG_MLOCKED,
+    PG_PARTIALLY_MAPPED,
+    PG_QUEUED,
+    PG_SWAPBACKED,
+    PG_SWAPCACHE,
+    PG_UNEVICTABLE,
+)
+from foliosim.mm.mm_types import VM_LOCKED
+from foliosim.mm.pgtable import NONE, P_DIRTY, P_SWAP, PteTable
+
+if TYPE_CHECKING:
+    from foliosim.mm.system import System
+
+
+def reclaim_pages(s: System, folios: list[int]) -> None:
+    """``reclaim_pages`` -> ``shrink_folio_list`` for each isolated folio."""
+    work = list(folios)
+    while work:
+        f = work.pop(0)
+        if s.folios.flags[f] & 1 << 12:  # freed meanwhile
+            continue
+        work[:0] = shrink_folio(s, f)
+
+
+def shrink_folio(s: System, f: int) -> list[int]:
+    """One folio of ``shrink_folio_list``; returns folios split off that join the list."""
+    F = s.folios
+    if F.flags[f] & (PG_MLOCKED | PG_UNEVICTABLE):
+        return []
+    if not F.flags[f] & PG_SWAPBACKED:
+        return _discard_lazyfree(s, f)
+    if F.flags[f] & PG_SWAPCACHE:
+        return []
+    if F.maybe_dma_pinned(f):
+        return []
+    order = int(F.order[f])
+    pfn = int(F.pfn[f])
+    nr = F.nr(f)
+    if order > 0:
+        ok, _ = huge_memory.can_split_folio(s, f)
+        if not ok:
+            return []
+        if F.flags[f] & PG_QUEUED and F.flags[f] & PG_PARTIALLY_MAPPED:
+            if huge_memory.split_folio(s, f, "reclaim of a partially mapped folio"):
+                return []
+            return _pieces(s, pfn, nr)
+        # a swap file has no order > 0 slots: split and swap 4 KiB pages
+        if huge_memory.split_folio(s, f, "no large swap slot (shrink_folio_list)"):
+            return []
+        if order == 9:
+            s.vmstat.count("thp_swpout_fallback")
+        s.vmstat.count_mthp(order, "swpout_fallback")
+        return _pieces(s, pfn, nr)
+    if s.swap is None:
+        return []
+    return _swap_out(s, f)
+
+
+def _pieces(s: System, pfn: int, nr: int) -> list[int]:
+    """The order-0 folios a split just made that are still alive."""
+    return [g for g in s.last_split if not s.folios.flags[g] & (1 << 12)]
+
+
+def _mappings(s: System, f: int):
+    F = s.folios
+    for vma, addr in list(rmap.rmap_walk(s, f)):
+        ent = vma.mm.pmd.get(addr >> 21)
+        if isinstance(ent, PteTable) and vma.start <= addr < vma.end:
+            i = (addr >> 12) & 511
+            if int(ent.fid[i]) == f and not ent.bits[i] & P_SWAP and int(ent.idx[i]) == 0:
+                yield vma, ent, i
+    del F
+
+
+def _swap_out(s: System, f: int) -> list[int]:
+    """``folio_alloc_swap``, ``try_to_unmap`` (a VM_LOCKED mapping keeps it), ``pageout``:
+    the page is written and stays in the swap cache."""
+    F = s.folios
+    maps = list(_mappings(s, f))
+    if any(vma.flags & VM_LOCKED for vma, _, _ in maps):
+        return []
+    slot = s.swap.alloc()
+    if slot is None:
+        return []
+    F.flags[f] |= PG_SWAPCACHE
+    F.swap[f] = slot
+    F.ref[f] += 1
+    s.swap.cache[slot] = f
+    s.swap.count[slot] = 0
+    s.swap.exclusive[slot] = F.pae(f, 0)
+    for vma, pt, i in maps:
+        if pt.bits[i] & P_DIRTY:
+            F.flags[f] |= PG_DIRTY
+        pt.fid[i] = slot
+        pt.bits[i] = P_SWAP
+        vma.mm.anon_pages -= 1
+        vma.mm.swap_ents += 1
+        s.swap.count[slot] += 1
+        rmap.folio_remove_rmap_ptes(s, f, 0, 1, vma)
+        memory.folio_put(s, f)
+    F.set_pae(f, 0, 1, False)
+    F.flags[f] &= ~PG_DIRTY
+    s.vmstat.count("pswpout")
+    return []
+
+
+def _discard_lazyfree(s: System, f: int) -> list[int]:
+    """A clean lazyfree folio is discarded without swap (``pglazyfreed``); one written to
+    again is made swapbacked and kept."""
+    F = s.folios
+    from foliosim.mm.pgtable import PmdLeaf
+
+    maps = []
+    dirty = bool(F.flags[f] & PG_DIRTY)
+    for vma, addr in list(rmap.rmap_walk(s, f)):
+        mm = vma.mm
+        ent = mm.pmd.get(addr >> 21)
+        if isinstance(ent, PmdLeaf) and ent.fid == f:
+            dirty |= bool(ent.bits & P_DIRTY)
+            maps.append((vma, addr >> 21, None))
+            continue
+        for a in range(max(addr, vma.start), min(addr + F.nr(f) * 4096, vma.end), 4096):
+            ent = mm.pmd.get(a >> 21)
+            if isinstance(ent, PteTable):
+                i = (a >> 12) & 511
+                if int(ent.fid[i]) == f and not ent.bits[i] & P_SWAP:
+                    dirty |= bool(ent.bits[i] & P_DIRTY)
+                    maps.append((vma, a >> 21, i))
+    if dirty or any(vma.flags & VM_LOCKED for vma, _, _ in maps):
+        F.flags[f] |= PG_SWAPBACKED
+        return []
+    if int(F.ref[f]) != rmap.folio_mapcount(s, f):
+        return []
+    nr = F.nr(f)
+    for vma, slot, i in maps:
+        mm = vma.mm
+        if i is None:
+            del mm.pmd[slot]
+            mm.anon_pages -= nr
+            rmap.folio_remove_rmap_pmd(s, f, vma)
+            memory.folio_put(s, f)
+        else:
+            pt = mm.pmd[slot]
+            k = int(pt.idx[i])
+            pt.fid[i] = NONE
+            pt.bits[i] = 0
+            mm.anon_pages -= 1
+            rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
+            memory.folio_put(s, f)
+    s.vmstat.count("pglazyfreed", nr)
+    return []

@@ -1,0 +1,1 @@
+"""Targets a scenario runs on: ``sim`` (the model) and ``live`` (this machine's kernel)."""
