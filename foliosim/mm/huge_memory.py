@@ -136,7 +136,7 @@ def do_huge_pmd_wp_page(s: System, vma: VMA, addr: int, unshare: bool) -> int:
         swapcache = F.nr(f) if F.flags[f] & PG_SWAPCACHE else 0
         if int(F.ref[f]) <= 1 + swapcache and int(F.ref[f]) == 1:
             F.anon_vma[f] = vma.anon_vma.id  # folio_move_anon_rmap
-            F.set_pae(f, 0, 1, True)
+            F.set_pae(f, 0, 1 if f in F.pages else 512, True)
             reuse = True
     if reuse:
         if not unshare:
@@ -158,7 +158,7 @@ def copy_huge_pmd(s: System, dst: VMA, src: VMA, slot: int, ent: PmdLeaf) -> int
         if memory.folio_needs_cow_for_dma(s, src, f):
             split_huge_pmd(s, src, slot, "fork of a maybe-pinned THP (copy_huge_pmd)")
             return EAGAIN
-        F.set_pae(f, 0, 1, False)
+        F.set_pae(f, 0, 1 if f in F.pages else 512, False)
     rmap.folio_dup_anon_rmap(s, f, 0, 512, dst, pmd=True)
     F.ref[f] += 1
     dst.mm.anon_pages += 512
@@ -199,6 +199,9 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
     pt.bits[:] = ent.bits & (P_WRITE | P_DIRTY)
     mm.pmd[slot] = pt
     F.ref[f] += 511
+    if not excl and not F.pages.get(f):
+        # only the head's PageAnonExclusive means anything under a PMD; tails are clear
+        F.set_pae(f, 0, 512, False)
     rmap.folio_add_anon_rmap_ptes(s, f, 0, 512, vma, excl)
     rmap.folio_remove_rmap_pmd(s, f, vma)
     s.trace(f"PMD split at {s.fmt_addr(mm, slot << 21)}: {reason} (split_huge_pmd)")
