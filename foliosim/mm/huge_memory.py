@@ -204,7 +204,7 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
         F.set_pae(f, 0, 512, False)
     rmap.folio_add_anon_rmap_ptes(s, f, 0, 512, vma, excl)
     rmap.folio_remove_rmap_pmd(s, f, vma)
-    s.trace(f"PMD split at {s.fmt_addr(mm, slot << 21)}: {reason} (split_huge_pmd)")
+    s.trace(f"PMD split of {s.fname(f)} mapped at {s.fmt_addr(mm, slot << 21)}: {reason}")
 
 
 def policy_vma_cut(lo: VMA, hi: VMA, addr: int, reason: str) -> None:

@@ -139,6 +139,8 @@ def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
         if isinstance(ent, PmdLeaf):
             if ent.fid != HUGE_ZERO_FID:
                 (mlock_folio if lock else munlock_folio)(s, ent.fid)
+                s.trace(f"{'mlocked' if lock else 'munlocked'} PMD-mapped {s.fname(ent.fid)} "
+                        "(mlock_pte_range)")
         elif ent is not None:
             i = (addr >> 12) & 511
             iend = i + ((nxt - addr) >> 12)
@@ -152,11 +154,16 @@ def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
                     step = folio_mlock_step(s, ent, i, f, iend - i)
                     a = (slot << 21) + (i << 12)
                     if not allow_mlock_munlock(s, f, vma, start, end, step):
-                        s.trace(f"folio {s.fname(f)} not mlocked at {s.fmt_addr(mm, a)}: "
-                                "crosses the range or is not fully mapped (allow_mlock_munlock)")
+                        why = ("crosses the range" if not folio_within_range(s, f, vma, start, end)
+                               else f"only {step} of its pages are mapped here")
+                        s.trace(f"{s.fname(f)} at {s.fmt_addr(mm, a)} not mlocked: {why} "
+                                "(allow_mlock_munlock)")
                         i += step
                         continue
                 (mlock_folio if lock else munlock_folio)(s, f)
+                if step > 1:
+                    s.trace(f"{'mlocked' if lock else 'munlocked'} {s.fname(f)} "
+                            "(mlock_pte_range)")
                 i += step
         addr = nxt
 

@@ -90,6 +90,7 @@ class System:
         self.fail_orders: set[int] = set()
         self.pins: dict[str, gup.IoBuffer | None] = {}
         self._next_addr = USER_BASE
+        self.region_names: dict[int, list[tuple[int, int, str]]] = {}
 
     # -- explanations -----------------------------------------------------------------------
     def trace(self, msg: str) -> None:
@@ -111,7 +112,15 @@ class System:
         return f"order-{int(F.order[f])} folio @pfn {int(F.pfn[f]):#x}"
 
     def fmt_addr(self, mm: MM, addr: int) -> str:
+        """An address as ``region+offset`` when a region name is known, else hex."""
+        for start, size, name in self.region_names.get(mm.id, ()):
+            if start <= addr <= start + size:
+                return f"{name}+{_human(addr - start)}"
         return f"{addr:#x}"
+
+    def name_region(self, mm: MM, start: int, size: int, name: str) -> None:
+        """Let explanations call ``[start, start + size)`` of ``mm`` by ``name``."""
+        self.region_names.setdefault(mm.id, []).append((start, size, name))
 
     # -- bookkeeping ------------------------------------------------------------------------
     def new_anon_vma(self, parent: AnonVma | None = None) -> AnonVma:
@@ -305,6 +314,7 @@ class Process:
         """``fork``: a new process sharing every page copy-on-write."""
         s = self.system
         c = s.process(child)
+        s.region_names[c.mm.id] = list(s.region_names.get(self.mm.id, ()))
         mmap.dup_mmap(s, self.mm, c.mm)
         for _pid, buf in s.pins.items():
             if buf is not None and self.name in buf.sharers:
@@ -357,6 +367,13 @@ class Process:
         for f, _ in buf.pins:
             s.folios.set_value(f, 0, s.folios.nr(f), value)
         return 0
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 def _page_align(n: int) -> int:

@@ -15,7 +15,9 @@ def vma_adjust_trans_huge(vma: VMA, addr: int, reason: str) -> None:
     """``vma_adjust_trans_huge``: a new VMA boundary at an address that is not 2 MiB aligned
     splits the PMD mapping that straddles it (``split_huge_pmd_if_needed``)."""
     if addr % PMD_SIZE:
-        huge_memory.split_huge_pmd_address(vma, addr, reason)
+        huge_memory.split_huge_pmd_address(
+            vma, addr, f"{reason} at {vma.mm.sys.fmt_addr(vma.mm, addr)} "
+            "(split_huge_pmd via vma_adjust_trans_huge)")
 
 
 def split_vma(vma: VMA, addr: int, reason: str) -> VMA:

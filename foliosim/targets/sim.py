@@ -51,6 +51,7 @@ class SimRun:
             prot = st.prot if op == "mmap" else "none"
             addr = p.mmap_region(st.size, prot, st.misalign)
             regs[st.region] = (addr, st.size)
+            s.name_region(p.mm, addr, st.size, st.region)
             return 0
         if op == "fork":
             p.fork(st.child)
