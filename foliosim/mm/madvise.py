@@ -243,7 +243,7 @@ def madvise_populate(s: System, mm: MM, start: int, end: int, write: bool) -> in
         if vma is None:
             return ENOMEM
         if not vma.flags & (VM_READ | VM_WRITE) or (write and not vma.flags & VM_WRITE):
-            return EFAULT
+            return EINVAL  # incompatible permissions (madvise_populate)
         hi = min(vma.end, end)
         for a in range(addr, hi, 4096):
             r = faultin_page(s, vma, a, write)

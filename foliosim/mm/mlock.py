@@ -193,26 +193,20 @@ def mlock_fixup(s: System, vma: VMA, start: int, end: int, newflags: int) -> VMA
 
 
 def apply_vma_lock_flags(s: System, mm: MM, start: int, end: int, flags: int) -> int:
-    """``apply_vma_lock_flags``: returns 0 or -ENOMEM when the range has a hole."""
-    if not _covered(mm, start, end):
+    """``apply_vma_lock_flags``: change the VMAs in order; a hole stops the walk with -ENOMEM
+    after the VMAs before it were changed."""
+    vma = mm.vma_at(start)
+    if vma is None:
         return -12
     addr = start
-    while addr < end:
-        vma = mm.vma_at(addr)
-        tmp = min(vma.end, end)
+    for vma in list(mm.vmas_in(start, end)):
+        if vma.start > addr:
+            return -12
         newflags = (vma.flags & ~VM_LOCKED_MASK) | flags
+        tmp = min(vma.end, end)
         vma = mlock_fixup(s, vma, addr, tmp, newflags)
         addr = tmp
-    return 0
-
-
-def _covered(mm: MM, start: int, end: int) -> bool:
-    addr = start
-    for vma in mm.vmas_in(start, end):
-        if vma.start > addr:
-            return False
-        addr = vma.end
-    return addr >= end
+    return 0 if addr >= end else -12
 
 
 def do_mlock(s: System, mm: MM, start: int, length: int, flags: int) -> int:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from foliosim.mm import huge_memory
 from foliosim.mm.folio import ZERO_FID
-from foliosim.mm.mm_types import MM, VM_ACCOUNT, VM_NORESERVE, VM_READ, VM_WRITE, VMA
+from foliosim.mm.mm_types import MM, VM_ACCOUNT, VM_LOCKED, VM_NORESERVE, VM_READ, VM_WRITE, VMA
 from foliosim.mm.pgtable import P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf, PteTable
 from foliosim.mm.vma import vma_modify_flags
 
@@ -39,8 +39,14 @@ def mprotect_fixup(s: System, vma: VMA, start: int, end: int, newflags: int) -> 
         newflags |= VM_ACCOUNT
     if newflags == vma.flags:
         return
+    oldflags = vma.flags
     vma = vma_modify_flags(vma, start, end, newflags, "VMA boundary from mprotect")
     change_protection(s, vma, start, end)
+    if (oldflags & (VM_WRITE | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+        # private VM_LOCKED VMA becoming writable: populate to avoid a fault on access
+        from foliosim.mm.gup import populate_vma_page_range
+
+        populate_vma_page_range(s, vma, start, end)
 
 
 def change_protection(s: System, vma: VMA, start: int, end: int) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from foliosim.mm import rmap
-from foliosim.mm.folio import PG_SWAPCACHE
-from foliosim.mm.mm_types import VMA
+from foliosim.mm.folio import PG_DIRTY, PG_MLOCKED, PG_SWAPCACHE
+from foliosim.mm.mm_types import VM_LOCKED, VM_WRITE, VMA
 from foliosim.mm.pgtable import P_DIRTY, P_WRITE, PteTable
 
 if TYPE_CHECKING:
@@ -51,7 +51,10 @@ def free_swap_entry(s: System, slot: int) -> None:
 
 
 def swap_duplicate(s: System, slot: int) -> None:
+    """``swap_duplicate`` at fork: one more swap PTE; both sides' entries lose their
+    exclusive marker (``copy_nonpresent_pte``)."""
     s.swap.count[slot] += 1
+    s.swap.exclusive[slot] = False
 
 
 def _drop_swapcache(s: System, f: int) -> None:
@@ -63,20 +66,27 @@ def _drop_swapcache(s: System, f: int) -> None:
     folio_put(s, f, 1)
 
 
-def folio_free_swap(s: System, f: int) -> None:
-    """``folio_free_swap``: drop the swap cache copy when no swap PTE refers to it."""
+def folio_free_swap(s: System, f: int) -> bool:
+    """``folio_free_swap``: drop the swap cache copy when no swap PTE refers to it any more;
+    the folio becomes dirty, its only copy now being in memory."""
     F = s.folios
     slot = int(F.swap[f])
     if slot < 0 or s.swap.count.get(slot, 0) > 0:
-        return
+        return False
     s.swap.cache.pop(slot, None)
     s.swap.free.append(slot)
+    s.swap.exclusive.pop(slot, None)
+    F.flags[f] |= PG_DIRTY
     _drop_swapcache(s, f)
+    return True
 
 
 def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
     """``do_swap_page``: map back the swap cache folio of the entry (no disk read while it is
-    cached); exclusive if the entry was; writable only for a write fault."""
+    cached). The swap slot loses this reference; the swap cache is dropped when the mapping is
+    locked or a write will likely be exclusive (``should_try_to_free_swap``). The page is
+    mapped exclusive (and writable) if the entry was exclusive or no one else holds the folio;
+    otherwise read-only, and a write goes on to ``do_wp_page``."""
     F = s.folios
     mm = vma.mm
     i = (addr >> 12) & 511
@@ -85,17 +95,21 @@ def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> i
     if f is None:
         return -12
     excl = s.swap.exclusive.get(slot, False)
-    F.ref[f] += 1
-    rmap.folio_add_anon_rmap_ptes(s, f, 0, 1, vma, excl)
+    F.ref[f] += 1  # the lookup's reference, which becomes the mapping's
+    s.swap.count[slot] -= 1
+    if s.swap.count[slot] == 0:
+        del s.swap.count[slot]
+    if vma.flags & VM_LOCKED or F.flags[f] & PG_MLOCKED or (
+            write and int(F.ref[f]) == 1 + F.nr(f)):
+        folio_free_swap(s, f)
     mm.anon_pages += 1
     mm.swap_ents -= 1
     pt.fid[i] = f
     pt.idx[i] = 0
     pt.bits[i] = 0
-    s.swap.count[slot] -= 1
-    if s.swap.count[slot] == 0:
-        del s.swap.count[slot]
-    if write and excl:
-        pt.bits[i] = P_WRITE | P_DIRTY
-        folio_free_swap(s, f)
+    if excl or int(F.ref[f]) == 1:
+        if vma.flags & VM_WRITE:
+            pt.bits[i] = P_WRITE | (P_DIRTY if write else 0)
+        excl = True
+    rmap.folio_add_anon_rmap_ptes(s, f, 0, 1, vma, excl)
     return 0

@@ -23,7 +23,7 @@ from foliosim.mm import gup, huge_memory, madvise, memory, mlock, mmap, mprotect
 from foliosim.mm.folio import PG_FREE, ZERO_FID, Folios
 from foliosim.mm.mm_types import MM, VM_READ, VM_WRITE, AnonVma
 from foliosim.mm.page_alloc import BuddyAllocator
-from foliosim.mm.pgtable import P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf
+from foliosim.mm.pgtable import P_DIRTY, P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf
 from foliosim.mm.policy import DEFAULT_POLICY
 from foliosim.mm.swap import SwapFile
 from foliosim.mm.vmstat import VmStat
@@ -259,6 +259,7 @@ class Process:
             if isinstance(ent, PmdLeaf) and ent.fid >= 0 and ent.bits & P_WRITE:
                 i = (a >> 12) & 511
                 F.set_value(ent.fid, i, (nxt - a) >> 12, value)
+                ent.bits |= P_DIRTY  # the CPU sets the dirty bit on a store
                 a = nxt
                 continue
             if ent is not None and not isinstance(ent, PmdLeaf):
@@ -270,6 +271,7 @@ class Process:
                     if not wr.all():
                         n = int(wr.argmin())
                     F.set_value(f, int(ent.idx[i]), n, value)
+                    ent.bits[i:i + n] |= P_DIRTY
                     a += n << 12
                     continue
             r = memory.handle_mm_fault(s, vma, a, True)

@@ -115,47 +115,49 @@ def _swap_out(s: System, f: int) -> list[int]:
 
 
 def _discard_lazyfree(s: System, f: int) -> list[int]:
-    """A clean lazyfree folio is discarded without swap (``pglazyfreed``); one written to
-    again is made swapbacked and kept."""
-    F = s.folios
+    """A lazyfree (MADV_FREE'd) folio in ``try_to_unmap_one``: a PMD mapping is split first;
+    the PTEs of a clean folio are then discarded in batches (``folio_unmap_pte_batch``, so it
+    never looks partially mapped) and ``pglazyfreed`` counts it; a folio written to again is
+    made swapbacked and stays mapped. A VM_LOCKED mapping keeps it."""
     from foliosim.mm.pgtable import PmdLeaf
 
-    maps = []
-    dirty = bool(F.flags[f] & PG_DIRTY)
-    for vma, addr in list(rmap.rmap_walk(s, f)):
-        mm = vma.mm
-        ent = mm.pmd.get(addr >> 21)
-        if isinstance(ent, PmdLeaf) and ent.fid == f:
-            dirty |= bool(ent.bits & P_DIRTY)
-            maps.append((vma, addr >> 21, None))
-            continue
-        for a in range(max(addr, vma.start), min(addr + F.nr(f) * 4096, vma.end), 4096):
-            ent = mm.pmd.get(a >> 21)
-            if isinstance(ent, PteTable):
-                i = (a >> 12) & 511
-                if int(ent.fid[i]) == f and not ent.bits[i] & P_SWAP:
-                    dirty |= bool(ent.bits[i] & P_DIRTY)
-                    maps.append((vma, a >> 21, i))
-    if dirty or any(vma.flags & VM_LOCKED for vma, _, _ in maps):
-        F.flags[f] |= PG_SWAPBACKED
-        return []
-    if int(F.ref[f]) != rmap.folio_mapcount(s, f):
-        return []
+    F = s.folios
     nr = F.nr(f)
-    for vma, slot, i in maps:
+    walk = list(rmap.rmap_walk(s, f))
+    if any(vma.flags & VM_LOCKED for vma, _ in walk):
+        return []
+    runs = []
+    for vma, addr in walk:
         mm = vma.mm
-        if i is None:
-            del mm.pmd[slot]
-            mm.anon_pages -= nr
-            rmap.folio_remove_rmap_pmd(s, f, vma)
-            memory.folio_put(s, f)
-        else:
-            pt = mm.pmd[slot]
-            k = int(pt.idx[i])
-            pt.fid[i] = NONE
-            pt.bits[i] = 0
-            mm.anon_pages -= 1
-            rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
-            memory.folio_put(s, f)
+        lo, hi = max(addr, vma.start), min(addr + nr * 4096, vma.end)
+        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
+            ent = mm.pmd.get(slot)
+            if isinstance(ent, PmdLeaf) and ent.fid == f:
+                huge_memory.split_huge_pmd(s, vma, slot, "reclaim of a lazyfree THP "
+                                           "(try_to_unmap_one)")
+                ent = mm.pmd[slot]
+            if not isinstance(ent, PteTable):
+                continue
+            a0, a1 = max(lo, slot << 21), min(hi, (slot + 1) << 21)
+            i, iend = (a0 >> 12) & 511, ((a0 >> 12) & 511) + ((a1 - a0) >> 12)
+            while i < iend:
+                if int(ent.fid[i]) != f or ent.bits[i] & P_SWAP:
+                    i += 1
+                    continue
+                n = memory.folio_pte_batch(s, ent, i, f, iend - i)
+                if (ent.bits[i:i + n] & P_DIRTY).any():
+                    F.flags[f] |= PG_DIRTY
+                runs.append((vma, ent, i, n))
+                i += n
+    if F.flags[f] & PG_DIRTY or int(F.ref[f]) != rmap.folio_mapcount(s, f):
+        F.flags[f] |= PG_SWAPBACKED  # redirtied: it cannot be discarded
+        return []
+    for vma, pt, i, n in runs:
+        k = int(pt.idx[i])
+        pt.fid[i:i + n] = NONE
+        pt.bits[i:i + n] = 0
+        vma.mm.anon_pages -= n
+        rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
+        memory.folio_put(s, f, n)
     s.vmstat.count("pglazyfreed", nr)
     return []
