@@ -85,6 +85,27 @@ class Folios:
         self.live += 1
         return f
 
+    def new_many(self, pfns: list[int]) -> np.ndarray:
+        """Fresh order-0 folios for ``pfns`` (vectorised :meth:`new`); returns their ids."""
+        n = len(pfns)
+        take = min(n, len(self.free_ids))
+        ids = [self.free_ids.pop() for _ in range(take)]
+        rest = n - take
+        if rest:
+            while self.next_id + rest > self.cap:
+                self._grow()
+            ids.extend(range(self.next_id, self.next_id + rest))
+            self.next_id += rest
+        idx = np.array(ids, np.int64)
+        for name in self._COLS:
+            getattr(self, name)[idx] = 0
+        self.pfn[idx] = pfns
+        self.ref[idx] = 1
+        self.anon_vma[idx] = -1
+        self.swap[idx] = -1
+        self.live += n
+        return idx
+
     def release(self, f: int) -> None:
         self.flags[f] = PG_FREE
         self.pages.pop(f, None)

@@ -42,8 +42,23 @@ def thp_vma_allowable_orders(s: System, vma: VMA, orders: Iterable[int], tva: st
     """``thp_vma_allowable_orders``: the per-size sysfs modes (always; madvise with
     VM_HUGEPAGE; inherit per the global mode), then ``__thp_vma_allowable_orders``
     (VM_NOHUGEPAGE; outside page faults, some aligned block of the order must fit)."""
+    orders = tuple(orders)
+    key = (vma.flags & (VM_HUGEPAGE | VM_NOHUGEPAGE), tva, orders)
+    allowed = s.allowable_cache.get(key)
+    if allowed is None:
+        allowed = s.allowable_cache[key] = _sysfs_allowed(s, vma, orders, tva)
+    if tva != "pagefault":
+        for i, o in enumerate(allowed):
+            if thp_vma_suitable_order(vma, vma.end - (4096 << o), o):
+                return list(allowed[i:])
+        return []
+    return list(allowed)
+
+
+def _sysfs_allowed(s: System, vma: VMA, orders: tuple[int, ...], tva: str) -> tuple[int, ...]:
+    """The sysfs and VM_NOHUGEPAGE part of ``thp_vma_allowable_orders`` (cached per System:
+    it depends only on the settings and the VMA's VM_HUGEPAGE/VM_NOHUGEPAGE)."""
     st = s.settings
-    orders = list(orders)
     if tva != "collapse":
         hg = bool(vma.flags & VM_HUGEPAGE)
         glob = st.enabled == "always" or (hg and st.enabled == "madvise")
@@ -52,14 +67,9 @@ def thp_vma_allowable_orders(s: System, vma: VMA, orders: Iterable[int], tva: st
             mode = st.order_mode(o)
             if mode == "always" or (mode == "madvise" and hg) or (mode == "inherit" and glob):
                 keep.append(o)
-        orders = keep
+        orders = tuple(keep)
     if not orders or vma.flags & VM_NOHUGEPAGE:
-        return []
-    if tva != "pagefault":
-        for i, o in enumerate(orders):
-            if thp_vma_suitable_order(vma, vma.end - (4096 << o), o):
-                return orders[i:]
-        return []
+        return ()
     return orders
 
 
@@ -360,6 +370,8 @@ def _try_to_map_unused_to_zeropage(s: System, vma: VMA, g: int) -> bool:
     """``try_to_map_unused_to_zeropage``: a zero-filled order-0 page is mapped to the shared
     zero page instead, unless mlocked or in a VM_LOCKED VMA."""
     F = s.folios
+    if not s.policy.split_remaps_zero_pages(s):
+        return False  # the policy's kernel predates RMP_USE_SHARED_ZEROPAGE
     if F.flags[g] & PG_MLOCKED or vma.flags & VM_LOCKED:
         return False
     return int(F.val[g]) == 0
@@ -370,6 +382,8 @@ def deferred_split_folio(s: System, f: int, partially_mapped: bool) -> None:
     """``deferred_split_folio``: queue a large folio; the first partial unmap flags it and
     counts ``thp_deferred_split_page`` (PMD size), ``split_deferred`` and
     ``nr_anon_partially_mapped``. Underused candidates only with shrink_underused."""
+    if s.policy.deferred_split_folio(s, f, partially_mapped):
+        return  # the policy queued it its own way
     F = s.folios
     order = int(F.order[f])
     if order <= 1:
@@ -442,7 +456,7 @@ def deferred_split_scan(s: System) -> int:
             split += 1
             if underused:
                 s.vmstat.count("thp_underused_split_page")
-        elif not partial:
+        elif not partial and decision != "split":
             F.flags[f] &= ~PG_QUEUED
             s.deferred_queue.pop(f, None)
     return split

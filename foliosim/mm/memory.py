@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm import huge_memory, mlock, rmap
 from foliosim.mm.folio import (
     HUGE_ZERO_FID,
     PG_ANON,
+    PG_ANON_EXCLUSIVE,
     PG_DIRTY,
+    PG_FREE,
     PG_LRU,
+    PG_MLOCKED,
+    PG_QUEUED,
     PG_SWAPBACKED,
     PG_SWAPCACHE,
+    PG_UNEVICTABLE,
     ZERO_FID,
 )
 from foliosim.mm.mm_types import MM, VM_LOCKED, VM_WRITE, VMA
@@ -186,6 +193,66 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     return 0
 
 
+def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int,
+                            value: int) -> int:
+    """``n`` consecutive write faults on pte_none entries from slot ``i`` where only order 0 is
+    possible (no mTHP order allowed): each maps a new exclusive order-0 folio, exactly as
+    ``do_anonymous_page`` one at a time would, done as one vectorised step. ``addr`` is the
+    first page's address. Returns the number of pages mapped (0 when the model must take the
+    one-by-one path)."""
+    if n <= 1 or s.alloc_fails(0) or s.tracing:
+        return 0
+    F = s.folios
+    i = (addr >> 12) & 511
+    anon_vma_prepare(vma)
+    pfns = s.buddy.alloc_many(n)
+    ids = F.new_many(pfns)
+    locked = bool(vma.flags & VM_LOCKED)
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+    if locked:
+        flags |= PG_MLOCKED | PG_UNEVICTABLE
+        F.mlock_count[ids] = 1
+        s.vmstat.count("nr_mlock", n)
+        s.vmstat.count("unevictable_pgs_mlocked", n)
+        s.vmstat.count("unevictable_pgs_culled", n)
+    F.flags[ids] = flags
+    F.large[ids] = 1
+    F.anon_vma[ids] = vma.anon_vma.id
+    F.index[ids] = vma.linear_page_index(addr) + _arange(n).astype(np.int64)
+    F.val[ids] = value
+    pt.fid[i:i + n] = ids
+    pt.idx[i:i + n] = 0
+    pt.bits[i:i + n] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    vma.mm.anon_pages += n
+    return n
+
+
+def bulk_fault(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
+    """Fast path of a store over ``[addr, end)`` (one PMD slot, one VMA): when only order-0
+    folios can result (no PMD THP possible here, no mTHP order allowed), map the run of
+    pte_none pages from ``addr`` at once and store ``value``. Returns pages mapped (0: none)."""
+    mm = vma.mm
+    slot = addr >> 21
+    ent = mm.pmd.get(slot)
+    if isinstance(ent, PmdLeaf):
+        return 0
+    if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault") \
+            and huge_memory.thp_vma_suitable_order(vma, addr, 9):
+        return 0
+    if huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault"):
+        return 0
+    if ent is None:
+        ent = PteTable()
+        mm.pmd[slot] = ent
+    i = (addr >> 12) & 511
+    n = (end - addr) >> 12
+    none = ent.fid[i:i + n] == NONE
+    run = n if none.all() else int(none.argmin())
+    if run < 2:
+        return 0
+    return do_anonymous_pages_bulk(s, vma, ent, addr, run, value)
+
+
 def do_wp_page(s: System, vma: VMA, pt: PteTable, addr: int, unshare: bool) -> int:
     """``do_wp_page``: reuse an exclusive page (or a folio ``wp_can_reuse_anon_folio`` allows),
     else copy into a new order-0 page (``wp_page_copy``)."""
@@ -301,6 +368,8 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> No
     mm = vma.mm
     i = (start >> 12) & 511
     iend = i + ((end - start) >> 12)
+    if iend - i > 8 and not s.tracing and not vma.flags & VM_LOCKED:
+        zap_small_exclusive_bulk(s, vma, pt, i, iend)
     while i < iend:
         f = int(pt.fid[i])
         if f == NONE:
@@ -329,6 +398,32 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> No
         i += n
 
 
+def zap_small_exclusive_bulk(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
+    """The common case of ``zap_pte_range`` done at once: order-0 folios mapped only here with
+    no other reference (refcount 1, mapcount 1, not mlocked, queued or in the swap cache) are
+    unmapped and freed, as the per-PTE path would, with no counter moving."""
+    F = s.folios
+    fids = pt.fid[i:iend]
+    cand = (fids >= 0) & ((pt.bits[i:iend] & P_SWAP) == 0)
+    if not cand.any():
+        return
+    idx = np.nonzero(cand)[0]
+    f = fids[idx]
+    ok = (F.order[f] == 0) & (F.ref[f] == 1) & (F.large[f] == 1) & (
+        (F.flags[f] & (PG_MLOCKED | PG_SWAPCACHE | PG_QUEUED)) == 0)
+    idx, f = idx[ok], f[ok]
+    if not len(f):
+        return
+    pt.fid[i + idx] = NONE
+    pt.bits[i + idx] = 0
+    vma.mm.anon_pages -= len(f)
+    for pfn in F.pfn[f].tolist():
+        s.buddy.free_block(pfn, 0)
+    F.flags[f] = PG_FREE
+    F.free_ids.extend(f.tolist())
+    F.live -= len(f)
+
+
 def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
     """``folio_pte_batch``: consecutive present PTEs from ``i`` mapping consecutive pages of
     folio ``f`` (dirty, young and write bits ignored), at most ``limit``."""
@@ -348,9 +443,7 @@ def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
 _AR = None
 
 
-def _arange(n: int):
-    import numpy as np
-
+def _arange(n: int) -> np.ndarray:
     global _AR
     if _AR is None:
         _AR = np.arange(512, dtype=np.int16)

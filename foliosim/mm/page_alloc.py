@@ -48,6 +48,17 @@ class BuddyAllocator:
         self.nr_free -= 1 << order
         return pfn
 
+    def alloc_many(self, n: int) -> list[int]:
+        """``n`` order-0 pages at once (``alloc_pages_bulk``): whole blocks are taken and
+        broken up, so the PFNs are mostly contiguous."""
+        out: list[int] = []
+        while len(out) < n:
+            need = n - len(out)
+            order = min(need.bit_length() - 1, MAX_PAGE_ORDER)
+            pfn = self.alloc(order)
+            out.extend(range(pfn, pfn + (1 << order)))
+        return out
+
     def free_block(self, pfn: int, order: int) -> None:
         """Return a block and merge it with its free buddies (``__free_one_page``)."""
         self.nr_free += 1 << order

@@ -31,8 +31,20 @@ class Linux618:
 
     def deferred_split_decision(self, s: System, f: int, partially_mapped: bool) -> str:
         """What ``deferred_split_scan`` does with a queued folio: ``"default"`` follows 6.18,
-        ``"skip"`` drops it from the queue, ``"split"`` splits it regardless."""
+        ``"skip"`` drops it from the queue, ``"split"`` splits it regardless and, like a
+        partially mapped folio, keeps it queued when the split fails."""
         return "default"
+
+    def deferred_split_folio(self, s: System, f: int, partially_mapped: bool) -> bool:
+        """Whether the policy queued ``f`` itself at ``deferred_split_folio``; when False the
+        6.18 queueing runs (the partially_mapped flag on a partial unmap, underused candidates
+        at PMD fault)."""
+        return False
+
+    def split_remaps_zero_pages(self, s: System) -> bool:
+        """Whether a successful split maps zero-filled order-0 pages to the shared zero page
+        (``remap_page`` with ``RMP_USE_SHARED_ZEROPAGE`` in ``__folio_split``, since v6.12)."""
+        return True
 
     def mlock_allow_large(self, s: System, f: int, vma: VMA, start: int, end: int,
                           step: int) -> bool:

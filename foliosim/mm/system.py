@@ -48,6 +48,7 @@ class ThpSettings:
     swap: str = "none"
 
     def order_mode(self, order: int) -> str:
+        """The ``hugepages-<N>kB/enabled`` mode of a folio order."""
         for name, o in SIZE_ORDERS.items():
             if o == order:
                 return self.sizes.get(name, "inherit" if order == 9 else "never")
@@ -91,6 +92,7 @@ class System:
         self.pins: dict[str, gup.IoBuffer | None] = {}
         self._next_addr = USER_BASE
         self.region_names: dict[int, list[tuple[int, int, str]]] = {}
+        self.allowable_cache: dict[tuple, tuple[int, ...]] = {}
 
     # -- explanations -----------------------------------------------------------------------
     def trace(self, msg: str) -> None:
@@ -263,21 +265,42 @@ class Process:
                 a = nxt
                 continue
             if ent is not None and not isinstance(ent, PmdLeaf):
-                i = (a >> 12) & 511
-                f = int(ent.fid[i])
-                if f >= 0 and ent.bits[i] & P_WRITE and not ent.bits[i] & P_SWAP:
-                    n = memory.folio_pte_batch(s, ent, i, f, (nxt - a) >> 12)
-                    wr = ent.bits[i:i + n] & P_WRITE
-                    if not wr.all():
-                        n = int(wr.argmin())
-                    F.set_value(f, int(ent.idx[i]), n, value)
-                    ent.bits[i:i + n] |= P_DIRTY
+                n = self._store_present(ent, a, (nxt - a) >> 12, value)
+                if n:
                     a += n << 12
                     continue
+            n = memory.bulk_fault(s, vma, a, nxt, value)
+            if n:
+                a += n << 12
+                continue
             r = memory.handle_mm_fault(s, vma, a, True)
             if r:
                 return -_errno.ENOMEM
         return 0
+
+    def _store_present(self, pt, a: int, n: int, value: int) -> int:
+        """Store into the run of present, writable pages from ``a`` (at most ``n``); returns
+        how many pages it covered."""
+        F = self.system.folios
+        i = (a >> 12) & 511
+        fids = pt.fid[i:i + n]
+        bits = pt.bits[i:i + n]
+        ok = (fids >= 0) & ((bits & P_WRITE) != 0) & ((bits & P_SWAP) == 0)
+        run = n if ok.all() else int(ok.argmin())
+        if not run:
+            return 0
+        seg = fids[:run]
+        if (F.order[seg] == 0).all():
+            F.val[seg] = value
+        else:
+            j = 0
+            while j < run:
+                f = int(seg[j])
+                m = memory.folio_pte_batch(self.system, pt, i + j, f, run - j)
+                F.set_value(f, int(pt.idx[i + j]), m, value)
+                j += m
+        pt.bits[i:i + run] |= P_DIRTY
+        return run
 
     def read(self, addr: int, length: int) -> int:
         """Load one byte of every page (read faults as needed)."""
