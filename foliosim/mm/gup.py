@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from foliosim.mm import memory
 from foliosim.mm.folio import HUGE_ZERO_FID, ZERO_FID
 from foliosim.mm.mm_types import MM, VM_LOCKED, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
-from foliosim.mm.pgtable import P_SWAP, P_WRITE, PmdLeaf
+from foliosim.mm.pgtable import P_SWAP, P_WRITE, PmdLeaf, PteTable
 
 if TYPE_CHECKING:
     from foliosim.mm.system import System
@@ -43,14 +43,46 @@ def faultin_page(s: System, vma: VMA, addr: int, write: bool) -> int:
 
 def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
     """``populate_vma_page_range``: write faults for private writable VMAs, read faults
-    otherwise; nothing for VM_LOCKONFAULT; PROT_NONE cannot be populated."""
+    otherwise; nothing for VM_LOCKONFAULT; PROT_NONE cannot be populated. Walks a PMD slot at
+    a time and faults only the pages that need it (runs of order-0 faults at once)."""
     if (vma.flags & (VM_LOCKED | VM_LOCKONFAULT)) == VM_LOCKONFAULT:
         return 0
     if not vma.flags & (VM_READ | VM_WRITE):
         return EFAULT
     write = bool(vma.flags & VM_WRITE)
+    mm = vma.mm
     addr = start
     while addr < end:
+        slot = addr >> 21
+        nxt = min((slot + 1) << 21, end)
+        ent = mm.pmd.get(slot)
+        if isinstance(ent, PmdLeaf):
+            if not write or (ent.fid >= 0 and ent.bits & P_WRITE):
+                addr = nxt
+                continue
+        elif isinstance(ent, PteTable):
+            i = (addr >> 12) & 511
+            n = (nxt - addr) >> 12
+            fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
+            need = (fid == -1) | ((bits & P_SWAP) != 0)
+            if write:
+                need |= ((bits & P_WRITE) == 0) | (fid < 0)
+            if not need.any():
+                addr = nxt
+                continue
+            j = int(need.argmax())
+            addr += j << 12
+            if fid[j] == -1:
+                run = int((fid[j:] == -1).argmin()) if not (fid[j:] == -1).all() else n - j
+                if not write:
+                    ent.fid[i + j:i + j + run] = ZERO_FID  # read faults map the zero page
+                    ent.bits[i + j:i + j + run] = 0
+                    addr += run << 12
+                    continue
+                m = memory.bulk_fault(s, vma, addr, nxt, 0)
+                if m:
+                    addr += m << 12
+                    continue
         r = faultin_page(s, vma, addr, write)
         if r:
             return r

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_ACTIVE, PG_LRU, PG_MLOCKED, PG_UNEVICTABLE
 from foliosim.mm.mm_types import (
     MM,
@@ -87,6 +89,43 @@ def munlock_vma_folio(s: System, f: int, vma: VMA) -> None:
         munlock_folio(s, f)
 
 
+def mlock_folios_small(s: System, g: np.ndarray) -> None:
+    """:func:`mlock_folio` on distinct order-0 folios at once."""
+    F = s.folios
+    fl = F.flags[g]
+    newly = int(((fl & PG_MLOCKED) == 0).sum())
+    s.vmstat.count("nr_mlock", newly)
+    s.vmstat.count("unevictable_pgs_mlocked", newly)
+    F.flags[g] = fl | PG_MLOCKED
+    onlru = (fl & PG_LRU) != 0
+    unev = onlru & ((fl & PG_UNEVICTABLE) != 0)
+    F.mlock_count[g[unev]] += 1
+    cull = g[onlru & ~unev]
+    F.flags[cull] = (F.flags[cull] & ~PG_ACTIVE) | PG_UNEVICTABLE
+    F.mlock_count[cull] = 1
+    s.vmstat.count("unevictable_pgs_culled", len(cull))
+
+
+def munlock_folios_small(s: System, g: np.ndarray) -> None:
+    """:func:`munlock_folio` on distinct order-0 folios at once."""
+    F = s.folios
+    fl = F.flags[g]
+    isolated = (fl & PG_LRU) != 0
+    dec = isolated & ((fl & PG_UNEVICTABLE) != 0)
+    mc = F.mlock_count[g]
+    mc = np.where(dec & (mc > 0), mc - 1, mc)
+    F.mlock_count[g] = mc
+    go = ~(dec & (mc > 0))
+    clear = go & ((fl & PG_MLOCKED) != 0)
+    n = int(clear.sum())
+    s.vmstat.count("nr_mlock", -n)
+    s.vmstat.count("unevictable_pgs_munlocked", n)
+    F.flags[g[clear]] &= ~PG_MLOCKED
+    rescue = g[go & isolated & ((fl & PG_UNEVICTABLE) != 0)]
+    F.flags[rescue] &= ~PG_UNEVICTABLE
+    s.vmstat.count("unevictable_pgs_rescued", len(rescue))
+
+
 # -- the page walk ----------------------------------------------------------------------------
 def folio_within_range(s: System, f: int, vma: VMA, start: int, end: int) -> bool:
     """``folio_within_range``: the folio's whole virtual extent in this VMA lies inside
@@ -144,9 +183,17 @@ def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
         elif ent is not None:
             i = (addr >> 12) & 511
             iend = i + ((nxt - addr) >> 12)
+            fids = ent.fid[i:iend]
+            present = fids[(fids >= 0) & ((ent.bits[i:iend] & P_SWAP) == 0)]
+            small = present[s.folios.order[present] == 0]
+            if len(small):
+                (mlock_folios_small if lock else munlock_folios_small)(s, small)
+            if len(small) == len(present):
+                addr = nxt
+                continue
             while i < iend:
                 f = int(ent.fid[i])
-                if f < 0 or ent.bits[i] & P_SWAP:
+                if f < 0 or ent.bits[i] & P_SWAP or s.folios.order[f] == 0:
                     i += 1
                     continue
                 step = 1
