@@ -91,14 +91,15 @@ def do_huge_pmd_anonymous_page(s: System, vma: VMA, addr: int, write: bool) -> i
     if not write and s.settings.use_zero_page:
         s.get_huge_zero_folio()
         mm.pmd[slot] = PmdLeaf(HUGE_ZERO_FID, 0)
-        s.trace(f"huge zero page mapped at {s.fmt_addr(mm, addr & ~0x1FFFFF)} "
+        s.tracing and s.trace(f"huge zero page mapped at {s.fmt_addr(mm, addr & ~0x1FFFFF)} "
                 "(do_huge_pmd_anonymous_page)")
         return 0
     f = memory.folio_alloc(s, 9)
     if f is None:
         s.vmstat.count("thp_fault_fallback")
         s.vmstat.count_mthp(9, "anon_fault_fallback")
-        s.trace("PMD THP allocation failed, PTE fallback (do_huge_pmd_anonymous_page)")
+        if s.tracing:
+            s.trace("PMD THP allocation failed, PTE fallback (do_huge_pmd_anonymous_page)")
         return -1
     map_anon_folio_pmd(s, vma, f, slot)
     deferred_split_folio(s, f, False)
@@ -115,7 +116,9 @@ def map_anon_folio_pmd(s: System, vma: VMA, f: int, slot: int) -> None:
     mm.anon_pages += 512
     s.vmstat.count("thp_fault_alloc")
     s.vmstat.count_mthp(9, "anon_fault_alloc")
-    s.trace(f"PMD THP {s.fname(f)} at {s.fmt_addr(mm, slot << 21)} (do_huge_pmd_anonymous_page)")
+    if s.tracing:
+        s.trace(f"PMD THP {s.fname(f)} at {s.fmt_addr(mm, slot << 21)} "
+                "(do_huge_pmd_anonymous_page)")
 
 
 def do_huge_zero_wp_pmd(s: System, vma: VMA, addr: int) -> int:
@@ -198,7 +201,7 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
     if ent.fid == HUGE_ZERO_FID:
         pt.fid[:] = ZERO_FID
         mm.pmd[slot] = pt
-        s.trace(f"huge zero PMD split at {s.fmt_addr(mm, slot << 21)}: {reason}")
+        s.tracing and s.trace(f"huge zero PMD split at {s.fmt_addr(mm, slot << 21)}: {reason}")
         return
     f = ent.fid
     excl = F.pae(f, 0)
@@ -214,7 +217,8 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
         F.set_pae(f, 0, 512, False)
     rmap.folio_add_anon_rmap_ptes(s, f, 0, 512, vma, excl)
     rmap.folio_remove_rmap_pmd(s, f, vma)
-    s.trace(f"PMD split of {s.fname(f)} mapped at {s.fmt_addr(mm, slot << 21)}: {reason}")
+    if s.tracing:
+        s.trace(f"PMD split of {s.fname(f)} mapped at {s.fmt_addr(mm, slot << 21)}: {reason}")
 
 
 def policy_vma_cut(lo: VMA, hi: VMA, addr: int, reason: str) -> None:
@@ -257,7 +261,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
             s.vmstat.count("thp_split_page_failed")
         s.vmstat.count_mthp(order, "split_failed")
         s.stats_split_failures[why.split(" (")[-1].rstrip(")")] += 1
-        s.trace(f"split of {name} failed: {why}; {reason}")
+        s.tracing and s.trace(f"split of {name} failed: {why}; {reason}")
         return ret
 
     # unmap_folio: every mapping becomes a migration entry, recording PAE and PTE bits.
@@ -316,7 +320,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
         if swap >= 0:
             F.swap[g] = swap + k
         new.append(g)
-    s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
+    s.tracing and s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
     # remap_page with RMP_USE_SHARED_ZEROPAGE
     for vma, pt, i, k, bits, excl in maps:
         g = new[k]
@@ -362,7 +366,8 @@ def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
     vma.mm.pmd[slot] = pt
     rmap.folio_remove_rmap_pmd(s, f, vma)
     F.ref[f] -= 1
-    s.trace(f"PMD split at {s.fmt_addr(vma.mm, slot << 21)} to unmap the folio (unmap_folio)")
+    if s.tracing:
+        s.trace(f"PMD split at {s.fmt_addr(vma.mm, slot << 21)} to unmap the folio (unmap_folio)")
     return [(vma, pt, k, k, bits, excl) for k in range(512)]
 
 
@@ -399,7 +404,7 @@ def deferred_split_folio(s: System, f: int, partially_mapped: bool) -> None:
                 s.vmstat.count("thp_deferred_split_page")
             s.vmstat.count_mthp(order, "split_deferred")
             s.vmstat.count_mthp(order, "nr_anon_partially_mapped")
-            s.trace(f"{s.fname(f)} partially mapped: queued for deferred split "
+            s.tracing and s.trace(f"{s.fname(f)} partially mapped: queued for deferred split "
                     "(deferred_split_folio)")
     if not F.flags[f] & PG_QUEUED:
         F.flags[f] |= PG_QUEUED
@@ -444,7 +449,8 @@ def deferred_split_scan(s: System) -> int:
             continue
         if not partial:
             if F.flags[f] & PG_MLOCKED:
-                s.trace(f"{s.fname(f)} mlocked: not checked for underuse (deferred_split_scan)")
+                if s.tracing:
+                    s.trace(f"{s.fname(f)} mlocked: not checked for underuse (deferred_split_scan)")
             else:
                 underused = thp_underused(s, f)
             if not underused and decision != "split":

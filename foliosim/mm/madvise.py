@@ -348,6 +348,6 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> int:
     memory.folio_add_lru_vma(s, new, vma)
     mm.anon_pages += 512
     huge_memory.deferred_split_folio(s, new, False)
-    s.trace(f"collapsed {s.fmt_addr(mm, haddr)} into new THP {s.fname(new)} "
+    s.tracing and s.trace(f"collapsed {s.fmt_addr(mm, haddr)} into new THP {s.fname(new)} "
             "(collapse_huge_page)")
     return 0

@@ -156,7 +156,7 @@ def alloc_anon_folio(s: System, vma: VMA, pt: PteTable, addr: int) -> int | None
         if f is not None:
             return f
         s.vmstat.count_mthp(o, "anon_fault_fallback")
-        s.trace(f"order-{o} allocation failed, falling back (alloc_anon_folio)")
+        s.tracing and s.trace(f"order-{o} allocation failed, falling back (alloc_anon_folio)")
     return folio_alloc(s, 0)
 
 
@@ -188,7 +188,7 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     pt.idx[j:j + nr] = range(nr)
     pt.bits[j:j + nr] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     if order:
-        s.trace(f"order-{order} folio {s.fname(f)} at {s.fmt_addr(mm, a)} "
+        s.tracing and s.trace(f"order-{order} folio {s.fname(f)} at {s.fmt_addr(mm, a)} "
                 "(alloc_anon_folio: highest allowed order with an empty PTE range)")
     return 0
 
@@ -321,7 +321,7 @@ def wp_page_copy(s: System, vma: VMA, pt: PteTable, addr: int) -> int:
     if old >= 0:
         rmap.folio_remove_rmap_ptes(s, old, old_k, 1, vma)
         folio_put(s, old)
-        s.trace(f"COW copy of one page of {s.fname(old)} at {s.fmt_addr(mm, addr)} "
+        s.tracing and s.trace(f"COW copy of one page of {s.fname(old)} at {s.fmt_addr(mm, addr)} "
                 "(wp_page_copy)")
     return 0
 
@@ -554,7 +554,7 @@ def copy_present_page(s: System, dst: VMA, dpt: PteTable, i: int, f: int, k: int
     dpt.fid[i] = new
     dpt.idx[i] = 0
     dpt.bits[i] = (P_WRITE | P_DIRTY) if dst.flags & VM_WRITE else P_DIRTY
-    s.trace(f"fork copied page {k} of maybe-pinned {s.fname(f)} for the child "
+    s.tracing and s.trace(f"fork copied page {k} of maybe-pinned {s.fname(f)} for the child "
             "(copy_present_page)")
 
 

@@ -156,13 +156,10 @@ def allow_mlock_munlock(s: System, f: int, vma: VMA, start: int, end: int, step:
 
 def folio_mlock_step(s: System, pt, i: int, f: int, limit: int) -> int:
     """``folio_mlock_step``: consecutive PTEs from slot ``i`` mapping consecutive pages of folio
-    ``f``, up to ``limit`` PTEs."""
-    first = int(pt.idx[i])
-    n = 1
-    while n < limit and int(pt.fid[i + n]) == f and int(pt.idx[i + n]) == first + n \
-            and not pt.bits[i + n] & P_SWAP:
-        n += 1
-    return n
+    ``f``, up to ``limit`` PTEs (the same batch ``folio_pte_batch`` finds)."""
+    from foliosim.mm.memory import folio_pte_batch
+
+    return folio_pte_batch(s, pt, i, f, limit)
 
 
 def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
@@ -178,7 +175,8 @@ def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
         if isinstance(ent, PmdLeaf):
             if ent.fid != HUGE_ZERO_FID:
                 (mlock_folio if lock else munlock_folio)(s, ent.fid)
-                s.trace(f"{'mlocked' if lock else 'munlocked'} PMD-mapped {s.fname(ent.fid)} "
+                if s.tracing:
+                    s.trace(f"{'mlocked' if lock else 'munlocked'} PMD-mapped {s.fname(ent.fid)} "
                         "(mlock_pte_range)")
         elif ent is not None:
             i = (addr >> 12) & 511
@@ -203,13 +201,14 @@ def mlock_pte_range(s: System, vma: VMA, start: int, end: int) -> None:
                     if not allow_mlock_munlock(s, f, vma, start, end, step):
                         why = ("crosses the range" if not folio_within_range(s, f, vma, start, end)
                                else f"only {step} of its pages are mapped here")
-                        s.trace(f"{s.fname(f)} at {s.fmt_addr(mm, a)} not mlocked: {why} "
+                        if s.tracing:
+                            s.trace(f"{s.fname(f)} at {s.fmt_addr(mm, a)} not mlocked: {why} "
                                 "(allow_mlock_munlock)")
                         i += step
                         continue
                 (mlock_folio if lock else munlock_folio)(s, f)
                 if step > 1:
-                    s.trace(f"{'mlocked' if lock else 'munlocked'} {s.fname(f)} "
+                    s.tracing and s.trace(f"{'mlocked' if lock else 'munlocked'} {s.fname(f)} "
                             "(mlock_pte_range)")
                 i += step
         addr = nxt

@@ -76,7 +76,7 @@ def move_vma(s: System, vma: VMA, lo: int, hi: int, dst: int, extra: int) -> VMA
     vma.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
     do_munmap(s, mm, lo, hi - lo)
     new = try_merge_around(new)
-    s.trace(f"moved {s.fmt_addr(mm, lo)} to {s.fmt_addr(mm, dst)} (move_vma)")
+    s.tracing and s.trace(f"moved {s.fmt_addr(mm, lo)} to {s.fmt_addr(mm, dst)} (move_vma)")
     return new
 
 

@@ -344,7 +344,7 @@ class Process:
         for _pid, buf in s.pins.items():
             if buf is not None and self.name in buf.sharers:
                 buf.sharers.add(child)
-        s.trace(f"fork {self.name} -> {child} (dup_mmap)")
+        s.tracing and s.trace(f"fork {self.name} -> {child} (dup_mmap)")
         return c
 
     def exit(self) -> int:

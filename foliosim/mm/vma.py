@@ -15,9 +15,11 @@ def vma_adjust_trans_huge(vma: VMA, addr: int, reason: str) -> None:
     """``vma_adjust_trans_huge``: a new VMA boundary at an address that is not 2 MiB aligned
     splits the PMD mapping that straddles it (``split_huge_pmd_if_needed``)."""
     if addr % PMD_SIZE:
-        huge_memory.split_huge_pmd_address(
-            vma, addr, f"{reason} at {vma.mm.sys.fmt_addr(vma.mm, addr)} "
-            "(split_huge_pmd via vma_adjust_trans_huge)")
+        s = vma.mm.sys
+        if s.tracing:
+            reason = (f"{reason} at {s.fmt_addr(vma.mm, addr)} "
+                      "(split_huge_pmd via vma_adjust_trans_huge)")
+        huge_memory.split_huge_pmd_address(vma, addr, reason)
 
 
 def split_vma(vma: VMA, addr: int, reason: str) -> VMA:
@@ -34,7 +36,8 @@ def split_vma(vma: VMA, addr: int, reason: str) -> VMA:
         new.link(av)
     vma.end = addr
     mm.insert(new)
-    mm.sys.trace(f"VMA split at {mm.sys.fmt_addr(mm, addr)}: {reason} (__split_vma)")
+    if mm.sys.tracing:
+        mm.sys.trace(f"VMA split at {mm.sys.fmt_addr(mm, addr)}: {reason} (__split_vma)")
     huge_memory.policy_vma_cut(vma, new, addr, reason)
     return new
 
@@ -72,7 +75,8 @@ def merge(prev: VMA, nxt: VMA) -> VMA:
     prev.end = nxt.end
     nxt.unlink_all()
     mm.remove(nxt)
-    mm.sys.trace(f"VMAs merged at {mm.sys.fmt_addr(mm, nxt.start)} (commit_merge)")
+    if mm.sys.tracing:
+        mm.sys.trace(f"VMAs merged at {mm.sys.fmt_addr(mm, nxt.start)} (commit_merge)")
     return prev
 
 
