@@ -38,9 +38,13 @@ def compare(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=0,
                                       help="worker processes (0: one per CPU)")] = 0,
 ) -> None:
-    """Compare the policies (linux-6.18, split-on-cut, split-or-copy, copy-unsafe,
-    deferred-rmap-check, mlock-split, linux-6.11) on the seeded workloads; write report.md,
-    report.html, summary.json and PNG figures to --out."""
+    """Compare the thread's policies on seeded workloads and write the report.
+
+    Runs linux-6.18, split-on-cut, split-or-copy, copy-unsafe, deferred-rmap-check,
+    mlock-split and linux-6.11 on every workload and seed of the preset, with the data
+    oracle and a THP-disabled control, then writes report.md, report.html, summary.json and
+    PNG figures to --out.
+    """
     from foliosim.experiments.suite import PRESETS, run_suite
     from foliosim.report import verdicts, write_report
 
@@ -68,6 +72,13 @@ def compare(
               f"totals: {paths['summary.json']}", markup=False, soft_wrap=True)
 
 
+HELP = ("Compare the thread's policies on seeded workloads and write the report.\n\n"
+        "Runs linux-6.18, split-on-cut, split-or-copy, copy-unsafe, deferred-rmap-check, "
+        "mlock-split and linux-6.11 on every workload and seed of the preset, with the data "
+        "oracle and a THP-disabled control, then writes report.md, report.html, summary.json "
+        "and PNG figures to --out.")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``compare`` to the command line."""
-    app.command("compare")(guarded(compare))
+    app.command("compare", help=HELP)(guarded(compare))
