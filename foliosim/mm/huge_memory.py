@@ -171,7 +171,7 @@ def copy_huge_pmd(s: System, dst: VMA, src: VMA, slot: int, ent: PmdLeaf) -> int
         if memory.folio_needs_cow_for_dma(s, src, f):
             split_huge_pmd(s, src, slot, "fork of a maybe-pinned THP (copy_huge_pmd)")
             return EAGAIN
-        F.set_pae(f, 0, 1 if f in F.pages else 512, False)
+        F.set_pae(f, 0, 512, False)  # the head's bit; the tails' are clear under a PMD
     rmap.folio_dup_anon_rmap(s, f, 0, 512, dst, pmd=True)
     F.ref[f] += 1
     dst.mm.anon_pages += 512
@@ -212,8 +212,9 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
     pt.bits[:] = ent.bits & (P_WRITE | P_DIRTY)
     mm.pmd[slot] = pt
     F.ref[f] += 511
-    if not excl and not F.pages.get(f):
-        # only the head's PageAnonExclusive means anything under a PMD; tails are clear
+    if not excl:
+        # only the head's PageAnonExclusive means anything under a PMD: the tails are clear
+        # (the model may have kept per-page copies of the head's bit, e.g. after a store)
         F.set_pae(f, 0, 512, False)
     rmap.folio_add_anon_rmap_ptes(s, f, 0, 512, vma, excl)
     rmap.folio_remove_rmap_pmd(s, f, vma)
