@@ -85,8 +85,8 @@ class Folios:
         self.live += 1
         return f
 
-    def new_many(self, pfns: list[int]) -> np.ndarray:
-        """Fresh order-0 folios for ``pfns`` (vectorised :meth:`new`); returns their ids."""
+    def new_many(self, pfns: list[int], order: int = 0) -> np.ndarray:
+        """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids."""
         n = len(pfns)
         take = min(n, len(self.free_ids))
         ids = [self.free_ids.pop() for _ in range(take)]
@@ -100,11 +100,18 @@ class Folios:
         for name in self._COLS:
             getattr(self, name)[idx] = 0
         self.pfn[idx] = pfns
+        self.order[idx] = order
         self.ref[idx] = 1
         self.anon_vma[idx] = -1
         self.swap[idx] = -1
         self.live += n
         return idx
+
+    def pages_drop(self, ids: np.ndarray) -> None:
+        """Forget the per-page arrays of folios being freed."""
+        if self.pages:
+            for f in ids.tolist():
+                self.pages.pop(f, None)
 
     def release(self, f: int) -> None:
         self.flags[f] = PG_FREE

@@ -552,6 +552,12 @@ class _Checker:
         pm = alive & ((flags & PG_PARTIALLY_MAPPED) != 0)
         for f in np.flatnonzero(pm & ((flags & PG_QUEUED) == 0)):
             self.folio(f, "PG_partially_mapped (set on an unqueued folio)", False, True)
+        # deferred_split_folio(folio, false) is called only for new PMD THPs (underused
+        # candidates): anything else on the queue got there partially mapped
+        underused = alive & ((flags & PG_QUEUED) != 0) & ~pm
+        for f in np.flatnonzero(underused & (order != 9)):
+            self.folio(f, "_deferred_list (queued, not partially mapped, not a PMD THP)",
+                       "not queued", "queued")
         for f in sorted(self.partial_by_tables):
             if not flags[f] & PG_PARTIALLY_MAPPED:
                 self.folio(f, "PG_partially_mapped (deferred_split_folio: partially mapped "

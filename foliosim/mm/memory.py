@@ -15,6 +15,7 @@ from foliosim.mm.folio import (
     PG_FREE,
     PG_LRU,
     PG_MLOCKED,
+    PG_PARTIALLY_MAPPED,
     PG_QUEUED,
     PG_SWAPBACKED,
     PG_SWAPCACHE,
@@ -332,6 +333,9 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
     """``zap_page_range_single`` / ``unmap_page_range`` over ``[start, end)`` of one VMA:
     full PMDs go whole (``zap_huge_pmd``), partial ones are split first (``zap_pmd_range``)."""
     mm = vma.mm
+    F = s.folios
+    bulk = not s.tracing and not vma.flags & VM_LOCKED
+    simple: list[int] = []
     addr = start
     while addr < end:
         slot = addr >> 21
@@ -339,7 +343,11 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
         ent = mm.pmd.get(slot)
         if isinstance(ent, PmdLeaf):
             if nxt - addr == PMD_SIZE:
-                zap_huge_pmd(s, vma, slot, ent)
+                f = ent.fid
+                if bulk and f >= 0 and F.ref[f] == 1 and not F.flags[f] & _NOT_SIMPLE:
+                    simple.append(f)  # freed below, all at once
+                else:
+                    zap_huge_pmd(s, vma, slot, ent)
                 del mm.pmd[slot]
                 addr = nxt
                 continue
@@ -350,6 +358,85 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
             if reclaim_pt and nxt - addr == PMD_SIZE and ent.empty():
                 del mm.pmd[slot]
         addr = nxt
+    if simple:
+        zap_huge_pmds_bulk(s, vma, np.array(simple, np.int64))
+
+
+_NOT_SIMPLE = PG_MLOCKED | PG_SWAPCACHE | PG_PARTIALLY_MAPPED
+
+
+def zap_huge_pmds_bulk(s: System, vma: VMA, f: np.ndarray) -> None:
+    """``zap_huge_pmd`` for PMD-mapped THPs whose only reference is that one mapping (not
+    mlocked, not in the swap cache): the rmap removal and the free of each, done at once
+    with the same counters (``nr_anon_transparent_hugepages``, per-size ``nr_anon``)."""
+    F = s.folios
+    n = len(f)
+    vma.mm.anon_pages -= 512 * n
+    s.vmstat.count("nr_anon_transparent_hugepages", -n)
+    s.vmstat.count_mthp(9, "nr_anon", -n)
+    queued = f[(F.flags[f] & PG_QUEUED) != 0]
+    for g in queued.tolist():
+        s.deferred_queue.pop(g, None)
+    for pfn in F.pfn[f].tolist():
+        s.buddy.free_block(pfn, 9)
+    F.flags[f] = PG_FREE
+    F.pages_drop(f)
+    F.free_ids.extend(f.tolist())
+    F.live -= n
+
+
+def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
+                                     value: int) -> int:
+    """Write faults on consecutive empty PMD slots wholly covered by ``[addr, end)``, each
+    mapping a new PMD THP (``do_huge_pmd_anonymous_page``), done at once: same counters, same
+    underused-candidate queueing, same mlock in a VM_LOCKED VMA. Returns bytes covered."""
+    mm = vma.mm
+    if s.tracing or s.alloc_fails(9) or addr % PMD_SIZE:
+        return 0
+    slots = []
+    a = addr
+    while a + PMD_SIZE <= end and (a >> 21) not in mm.pmd:
+        slots.append(a >> 21)
+        a += PMD_SIZE
+    if len(slots) < 2:
+        return 0
+    anon_vma_prepare(vma)
+    F = s.folios
+    try:
+        pfns = [s.buddy.alloc(9) for _ in slots]
+    except OutOfMemory:
+        return 0
+    n = len(slots)
+    f = F.new_many(pfns, 9)
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+    if vma.flags & VM_LOCKED:
+        flags |= PG_MLOCKED | PG_UNEVICTABLE
+        F.mlock_count[f] = 1
+        s.vmstat.count("nr_mlock", 512 * n)
+        s.vmstat.count("unevictable_pgs_mlocked", 512 * n)
+        s.vmstat.count("unevictable_pgs_culled", 512 * n)
+    queue = s.settings.shrink_underused
+    if queue:
+        flags |= PG_QUEUED
+    F.flags[f] = flags
+    F.entire[f] = 1
+    F.large[f] = 1
+    F.mm0[f] = mm.id
+    F.mmc0[f] = 1
+    F.anon_vma[f] = vma.anon_vma.id
+    F.index[f] = vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64)
+    F.val[f] = value
+    bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    for slot, g in zip(slots, f.tolist(), strict=True):
+        mm.pmd[slot] = PmdLeaf(g, bits)
+        if queue:
+            s.deferred_queue[g] = None
+    mm.anon_pages += 512 * n
+    s.vmstat.count("nr_anon_transparent_hugepages", n)
+    s.vmstat.count("thp_fault_alloc", n)
+    s.vmstat.count_mthp(9, "anon_fault_alloc", n)
+    s.vmstat.count_mthp(9, "nr_anon", n)
+    return n * PMD_SIZE
 
 
 def zap_huge_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> None:

@@ -269,6 +269,12 @@ class Process:
                 if n:
                     a += n << 12
                     continue
+            if ent is None and nxt - a == PMD_SIZE:
+                big = memory.do_huge_pmd_anonymous_pages_bulk(
+                    s, vma, a, min(end, vma.end), value) if self._thp_here(vma, a) else 0
+                if big:
+                    a += big
+                    continue
             n = memory.bulk_fault(s, vma, a, nxt, value)
             if n:
                 a += n << 12
@@ -277,6 +283,12 @@ class Process:
             if r:
                 return -_errno.ENOMEM
         return 0
+
+    def _thp_here(self, vma, a: int) -> bool:
+        """Would a write fault at ``a`` map a PMD THP (order 9 allowed and fitting)?"""
+        s = self.system
+        return (huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault")
+                and huge_memory.thp_vma_suitable_order(vma, a, 9))
 
     def _store_present(self, pt, a: int, n: int, value: int) -> int:
         """Store into the run of present, writable pages from ``a`` (at most ``n``); returns
