@@ -346,6 +346,26 @@ class Process:
             return 0
         return self.system.folios.value(f, k)
 
+    # -- /proc views -------------------------------------------------------------------------
+    def smaps(self) -> list[tuple[int, int, object]]:
+        """``/proc/PID/smaps``: ``(start, end, Smaps)`` for every VMA but the guard
+        reservations the runner places around regions."""
+        from foliosim.proc.smaps import show_smap
+
+        return [(v.start, v.end, show_smap(self.system, v)) for v in self.mm.vmas if not v.guard]
+
+    def status(self) -> dict[str, int]:
+        """``/proc/PID/status``: VmLck (``locked_vm``), VmPin (``pinned_vm``), VmSwap, in kB."""
+        mm = self.mm
+        return {"vm_lck_kb": mm.locked_vm * 4, "vm_pin_kb": mm.pinned_vm * 4,
+                "vm_swap_kb": mm.swap_ents * 4}
+
+    def pages(self, addr: int, length: int) -> list:
+        """pagemap + kpageflags + kpagecount of every page of the range (``Page`` records)."""
+        from foliosim.proc.page import range_pages
+
+        return list(range_pages(self.system, self.mm, addr, addr + length))
+
     # -- processes --------------------------------------------------------------------------
     def fork(self, child: str) -> Process:
         """``fork``: a new process sharing every page copy-on-write."""
