@@ -1,0 +1,158 @@
+"""``foliosim bench``: the simulator beside the live kernel (scenario corpus, sim/native time
+per step), the 1 TiB churn, its growth from 1 GiB, and whole-folio fault+unmap throughput
+(issue 6). Figures, not tests: nothing here fails on a missed target."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from foliosim.cli import BadInput, guarded, out, write_atomically
+
+__all__ = ["bench", "register"]
+
+FULL_SIZES = "1G,16G,256G,1T"
+QUICK_SIZES = "1G,4G,16G"
+
+
+def _sizes(text: str) -> list[int]:
+    from foliosim.scenario.model import parse_size
+
+    try:
+        sizes = [parse_size(x.strip()) for x in text.split(",") if x.strip()]
+    except (ValueError, TypeError) as e:
+        raise BadInput(f"--sizes: {e}") from None
+    if not sizes or any(s < (2 << 20) for s in sizes):
+        raise BadInput("--sizes: give sizes of at least 2M, e.g. 1G,16G,256G,1T")
+    return sorted(set(sizes))
+
+
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="a quarter of the corpus, churn at "
+                                        f"{QUICK_SIZES} (no 1 TiB), fewer fault+unmaps")]
+        = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON "
+                                          "object (progress goes to stderr)")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="directory for growth.png and "
+                                          "bench.json")] = Path("benchmarks"),
+    sizes: Annotated[str | None, typer.Option("--sizes", help="churn sizes, comma-separated "
+                                              f"(default {FULL_SIZES})")] = None,
+    corpus: Annotated[bool, typer.Option("--corpus/--no-corpus",
+                                         help="run part 1 (needs the live kernel)")] = True,
+    results: Annotated[Path | None, typer.Option("--results", help="also write the figures "
+                                                 "as markdown here (benchmarks/RESULTS.md)")]
+        = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="also profile the churn at "
+                                                "this size (e.g. 16G) and list the hot spots")]
+        = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the churn")] = 1,
+) -> None:
+    """Benchmark the simulator: sim/native time per step on the scenario corpus, the 1 TiB
+    churn (wall time, operations/s, peak RSS), its growth, and whole-folio fault+unmap/s."""
+    from foliosim.bench import churn as ch
+    from foliosim.bench import corpus as cp
+    from foliosim.bench import faultunmap
+    from foliosim.bench import results as rs
+
+    size_list = _sizes(sizes or (QUICK_SIZES if quick else FULL_SIZES))
+    prof_size = _sizes(profile)[0] if profile else None
+    if not out_dir.is_dir():
+        if not out_dir.parent.is_dir():
+            raise BadInput(f"{out_dir}: directory {str(out_dir.parent)!r} does not exist")
+        out_dir.mkdir()
+    if results is not None and not results.parent.is_dir():
+        raise BadInput(f"{results}: directory {str(results.parent)!r} does not exist")
+    say = Console(stderr=True, highlight=False) if as_json else out
+
+    def log(msg: str) -> None:
+        say.print(msg, markup=False, soft_wrap=True)
+
+    corpus_res = None
+    if corpus:
+        files = cp.corpus_files(quick=quick)
+        log(f"1. corpus: {len(files)} scenarios on the simulator (warm) and the live kernel")
+        corpus_res = cp.run_corpus(files, progress=None)
+        if corpus_res.unavailable:
+            log(f"   skipped: the live kernel is unavailable here ({corpus_res.unavailable})")
+        else:
+            by_op = corpus_res.ratio_by_op
+            log(f"   sim/native overall {corpus_res.ratio_overall:.2f} over "
+                f"{corpus_res.steps} steps; by op: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(by_op.items(), key=lambda x: -x[1])))
+            for s in corpus_res.skipped:
+                log(f"   not compared: {s}")
+
+    growth: list[Any] = []
+    log(f"2/3. churn at {', '.join(rs.human(s) for s in size_list)} (each in a subprocess)")
+    for size in size_list:
+        r = ch.run_in_subprocess(ch.ChurnConfig(size, seed=seed))
+        growth.append(r)
+        log(f"   {rs.human(size)}: {r.ops:,} ops in {r.seconds:,.1f} s "
+            f"({r.ops_per_second:,.0f} ops/s), peak RSS {rs.human(r.peak_rss_bytes)}, "
+            f"{rs.human(r.bytes_per_gib)} per simulated GiB, "
+            f"{r.small_page_fraction:.0%} of resident memory in small pages")
+
+    log("4. whole-folio fault+unmap")
+    fu = faultunmap.fault_unmap(batch=4096 if quick else 16384)
+    log(f"   {fu.per_second:,.0f} folios/s in batches ({fu.folios:,} THPs), "
+        f"{fu.single_per_second:,.0f}/s one at a time")
+
+    hot = None
+    if prof_size:
+        from foliosim.bench.profile import hot_spots, hot_spots_markdown
+
+        cfg = ch.ChurnConfig(prof_size, seed=seed)
+        log(f"profiling the churn at {rs.human(prof_size)}")
+        spots, total = hot_spots(cfg)
+        hot = hot_spots_markdown(spots, total, cfg)
+        for h in spots[:5]:
+            log(f"   {h.name}: {h.self_seconds:.2f} s own; {' > '.join(h.path)}")
+
+    summary = rs.summary(corpus_res, growth, fu, rs.machine())
+    if len(growth) > 1:
+        png = rs.plot_growth(summary["growth"], out_dir / "growth.png")
+        summary["plot"] = str(png)
+        log(f"plot: {png}")
+    if hot:
+        summary["hot_spots_markdown"] = hot
+    write_atomically(out_dir / "bench.json", json.dumps(summary, indent=1) + "\n")
+    if results is not None:
+        rel = None
+        if "plot" in summary:
+            try:
+                rel = str(Path(summary["plot"]).resolve().relative_to(results.parent.resolve()))
+            except ValueError:
+                rel = str(Path(summary["plot"]).resolve())
+        write_atomically(results, rs.render_markdown(summary, plot=rel, hot_spots=hot))
+        log(f"results: {results}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from foliosim.bench.results import human
+
+    def fmt(v: Any, f: str) -> str:
+        return "n/a" if v is None else format(v, f)
+
+    out.print(f"sim/native overall {fmt(s['ratio_overall'], '.2f')} (target <= 1.0), "
+              f"max by op {fmt(max(s['ratio_by_op'].values(), default=None), '.2f')} "
+              "(target <= 10)", markup=False)
+    if s["tib_churn_seconds"] is not None:
+        out.print(f"1 TiB churn: {s['tib_churn_seconds']:,.1f} s (target <= 60), peak RSS "
+                  f"{human(s['tib_churn_peak_rss_bytes'])} (target <= 4 GiB), "
+                  f"{s['ops_per_second']:,.0f} ops/s", markup=False)
+    out.print(f"fault+unmap: {fmt(s['fault_unmap_per_second'], ',.0f')}/s (target >= 200,000)",
+              markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bench`` to the command line."""
+    app.command("bench")(guarded(bench))

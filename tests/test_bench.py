@@ -1,0 +1,101 @@
+"""Smoke tests of ``foliosim bench`` (issue 6): the churn at 1 GiB, the JSON shape with a
+tiny configuration, the corpus ratio arithmetic. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from foliosim.bench.churn import ChurnConfig, GiB, MiB, run_churn, run_in_subprocess
+from foliosim.bench.corpus import corpus_files, ratios, run_corpus
+from foliosim.bench.faultunmap import fault_unmap
+from foliosim.cli import app
+
+runner = CliRunner()
+
+
+def test_churn_1gib_mixes_thp_mthp_and_small_pages() -> None:
+    r = run_churn(ChurnConfig(1 * GiB, seed=3))
+    assert r.errors == 0
+    assert r.extra["kinds"].keys() == {"thp", "mthp", "small", "zero"}
+    for kind in ("munmap", "mprotect", "mlock", "fork", "exit", "shrink", "madvise:dontneed",
+                 "madvise:free", "madvise:pageout", "madvise:cold", "write:cow-parent"):
+        assert r.ops_by_kind.get(kind, 0) > 0, kind
+    res = r.resident_bytes_by_order
+    assert res["pmd"] > 0 and res["mthp"] > 0 and res["order0"] > 0
+    assert r.small_page_fraction >= 0.1
+    assert r.counters["thp_split_page"] > 0 and r.counters["mthp_64k_fault_alloc"] > 0
+    assert r.ops == sum(r.ops_by_kind.values())
+
+
+def test_churn_is_seeded_and_ops_scale_with_size() -> None:
+    a = run_churn(ChurnConfig(256 * MiB, seed=5))
+    b = run_churn(ChurnConfig(256 * MiB, seed=5))
+    assert a.ops_by_kind == b.ops_by_kind
+    assert a.resident_bytes_by_order == b.resident_bytes_by_order
+    c = run_churn(ChurnConfig(512 * MiB, seed=5))
+    assert c.regions == 2 * a.regions and c.ops > a.ops
+
+
+def test_churn_subprocess_reports_its_peak_rss() -> None:
+    r = run_in_subprocess(ChurnConfig(128 * MiB))
+    assert r.peak_rss_bytes >= r.baseline_rss_bytes > 0
+    assert r.ops > 0
+
+
+def test_fault_unmap_counts_folios() -> None:
+    r = fault_unmap(batch=64, repeats=2, single=10)
+    assert r.folios == 128 and r.per_second > 0 and r.single_per_second > 0
+
+
+def _doc(steps: list[tuple[str, int]]) -> dict:
+    return {"steps": [{"op": op, "ns": ns} for op, ns in steps]}
+
+
+def test_ratios_by_op_and_overall_leave_out_observe_and_unmeasured_steps() -> None:
+    sim = _doc([("mmap", 10), ("write", 30), ("observe", 999), ("write", 50)])
+    live = _doc([("mmap", 20), ("write", 10), ("observe", 1), ("write", 0)])
+    r = ratios([(sim, live)])
+    assert r.ratio_by_op == {"mmap": 0.5, "write": 3.0}
+    assert r.ratio_overall == pytest.approx(40 / 30)
+    assert r.steps == 2 and r.count == {"mmap": 1, "write": 1}
+
+
+def test_corpus_one_scenario_on_both_targets() -> None:
+    from foliosim.targets import live
+
+    reason = live.unavailable_reason()
+    if reason:
+        pytest.skip(f"live kernel unavailable: {reason}")
+    files = [f for f in corpus_files() if f.name.startswith("cow-thp-pmd-fork-writes")]
+    r = run_corpus(files)
+    assert r.scenarios == 1 and r.steps > 0 and r.ratio_overall is not None
+
+
+def test_bench_json_shape_tiny(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    result = runner.invoke(app, ["bench", "--json", "--quick", "--no-corpus", "--sizes",
+                                 "32M,64M", "--out", str(tmp_path), "--results", str(md)])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("ratio_overall", "ratio_by_op", "tib_churn_seconds", "tib_churn_peak_rss_bytes",
+                "ops_per_second", "growth", "fault_unmap_per_second"):
+        assert key in s
+    assert s["ratio_overall"] is None and s["ratio_by_op"] == {}  # --no-corpus
+    assert s["tib_churn_seconds"] is None  # no 1 TiB size asked for
+    assert [g["size_bytes"] for g in s["growth"]] == [32 * MiB, 64 * MiB]
+    for g in s["growth"]:
+        assert g["ops"] > 0 and g["seconds"] > 0 and g["peak_rss_bytes"] > 0
+    assert s["fault_unmap_per_second"] > 0
+    assert (tmp_path / "growth.png").stat().st_size > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["growth"] == s["growth"]
+    text = md.read_text()
+    assert "## 3. Growth" in text and "growth.png" in text
+
+
+def test_bench_rejects_bad_sizes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "--sizes", "1K", "--out", str(tmp_path)])
+    assert result.exit_code == 2
