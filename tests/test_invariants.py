@@ -433,10 +433,7 @@ def test_scenario_keeps_invariants_after_every_step(path: Path) -> None:
     assert_invariants(run.system, f"end (every process exited) of {path.name}")
 
 
-# -- model bugs found by the checker (strict xfails: fixing the bug makes them fail) ------------
-@pytest.mark.xfail(strict=True, reason="model bug: mremap growing a VM_LOCKED mapping does not "
-                   "charge the growth to mm->locked_vm (mm/mremap.c:move_vma adds new_len, the "
-                   "unmap of the old range subtracts old_len); the model adds nothing")
+# -- model bugs found by the checker, now fixed: kept as regression tests ----------------------
 def test_mremap_grow_of_locked_vma_charges_locked_vm() -> None:
     s = System()
     p = s.process("main")

@@ -53,9 +53,7 @@ _STEP = TypeAdapter(Step)
 # Model bugs found by these tests and reported (each has a strict xfail reproducer in
 # tests/test_invariants.py, so fixing one makes that test XPASS and points back here).
 # Rules whose violations are tolerated because a known bug breaks them and nothing else does:
-KNOWN_BUG_RULES = {
-    "locked_vm": "mremap growing a VM_LOCKED VMA does not charge the growth to mm->locked_vm",
-}
+KNOWN_BUG_RULES: dict[str, str] = {}
 
 
 # -- THP settings --------------------------------------------------------------------------

@@ -73,8 +73,9 @@ def move_vma(s: System, vma: VMA, lo: int, hi: int, dst: int, extra: int) -> VMA
         new.link(av)
     mm.insert(new)
     move_page_tables(s, vma, new, lo, dst, hi - lo)
-    vma.flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
-    do_munmap(s, mm, lo, hi - lo)
+    if new.flags & VM_LOCKED:
+        mm.locked_vm += (new.end - new.start) >> 12  # vrm_stat_account
+    do_munmap(s, mm, lo, hi - lo)  # takes the old range's pages off locked_vm
     new = try_merge_around(new)
     s.tracing and s.trace(f"moved {s.fmt_addr(mm, lo)} to {s.fmt_addr(mm, dst)} (move_vma)")
     return new
