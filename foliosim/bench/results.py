@@ -38,11 +38,13 @@ def machine() -> dict[str, Any]:
         pass
     root = Path(__file__).resolve().parents[2]
     commit = _git(root, "rev-parse", "--short", "HEAD")
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", "foliosim")
     return {"nproc": os.cpu_count(), "memory_bytes": mem, "kernel": platform.release(),
             "cpu": cpu, "python": platform.python_version(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": commit}
+            "commit": commit,
+            "uncommitted": sorted(line.split()[-1] for line in (dirty or "").splitlines())}
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -118,7 +120,9 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
     m = s["machine"]
     t = TARGETS
     lines = ["# Benchmark results (`foliosim bench`)", "",
-             f"- date: {m['date']}, commit `{m['commit']}`",
+             f"- date: {m['date']}, commit `{m['commit']}`"
+             + (f" with uncommitted changes to {', '.join(m['uncommitted'])}"
+                if m.get("uncommitted") else ""),
              f"- machine: {m['nproc']} CPUs ({m['cpu']}), {human(m['memory_bytes'])} RAM, "
              f"Linux {m['kernel']}, Python {m['python']}",
              f"- load average at the end of the run: {m['loadavg']} (other developers run "

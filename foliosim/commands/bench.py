@@ -114,13 +114,14 @@ def bench(
             log(f"   {h.name}: {h.self_seconds:.2f} s own; {' > '.join(h.path)}")
 
     summary = rs.summary(corpus_res, growth, fu, rs.machine())
-    if len(growth) > 1:
-        png = rs.plot_growth(summary["growth"], out_dir / "growth.png")
-        summary["plot"] = str(png)
-        log(f"plot: {png}")
     if hot:
         summary["hot_spots_markdown"] = hot
+    if len(growth) > 1:
+        summary["plot"] = str(out_dir / "growth.png")
     write_atomically(out_dir / "bench.json", json.dumps(summary, indent=1) + "\n")
+    if len(growth) > 1:
+        rs.plot_growth(summary["growth"], out_dir / "growth.png")
+        log(f"plot: {summary['plot']}")
     if results is not None:
         rel = None
         if "plot" in summary:
