@@ -1,6 +1,8 @@
 """The invariant checker (foliosim/mm/invariants.py): each rule reports a deliberately broken
 state, naming the folio and the rule; a consistent model passes; every scenario of the corpus
-passes the check after every step; and the model bugs the checker found, as strict xfails.
+passes the check after every step; and the model bugs the checker found (fixed now), kept as
+regression tests. A model bug found from here on gets a strict xfail reproducer below until it
+is fixed.
 """
 
 from __future__ import annotations
@@ -289,6 +291,15 @@ def test_mlock_rules(thp) -> None:
     assert only(s, "nr_mlock").expected == 512
 
 
+def test_mlocked_folio_needs_a_locked_mapping(thp) -> None:
+    s, p, a, f = thp
+    assert p.mlock(a, PMD) == 0
+    s.folios.mlock_count[f] += 1          # one mlock too many: munlock leaves it mlocked
+    assert p.munlock(a, PMD) == 0
+    v = only(s, "PG_mlocked (no mapping in a VM_LOCKED VMA)", f)
+    assert v.where == "mlock_count 1"
+
+
 def test_mm_counters(thp) -> None:
     s, p, _, _ = thp
     p.mm.anon_pages += 1
@@ -445,3 +456,36 @@ def test_mremap_grow_of_locked_vma_charges_locked_vm() -> None:
     assert p.mm.vma_at(b).locked and p.mm.vma_at(b).end - b == 20 * K
     assert_invariants(s, "mremap grow")
     assert p.mm.locked_vm == 5
+
+
+def test_swap_entry_loses_exclusivity_at_fork() -> None:
+    """copy_nonpresent_pte clears the swap PTE's exclusive bit: once the page is shared
+    through fork, neither swap-in maps it exclusive, and the child's write does not show in
+    the parent (found as a PG_anon_exclusive violation in the cow-*-swapout-* scenarios)."""
+    s = System(ThpSettings(swap="file"))
+    p = s.process("main")
+    a = p.mmap_region(PAGE)
+    assert p.write(a, PAGE, 1) == 0
+    assert p.madvise(a, PAGE, "pageout") == 0
+    c = p.fork("child")
+    assert c.write(a, PAGE, 2) == 0
+    assert_invariants(s, "child write")
+    assert p.read(a, PAGE) == 0
+    assert_invariants(s, "parent swap-in")
+    assert (p.value_at(a), c.value_at(a)) == (1, 2)
+
+
+def test_pmd_split_after_fork_clears_tail_pae() -> None:
+    """A PMD THP whose pages differ (per-page arrays) is shared by fork; the parent's COW
+    splits its PMD: the tails must not stay PageAnonExclusive, or the parent's next write
+    reuses a page the child still maps (found by the data-integrity property)."""
+    s = System(ThpSettings(enabled="always"))
+    p = s.process("main")
+    a = p.mmap_region(PMD)
+    assert p.write(a, PMD, 1) == 0
+    assert p.write(a + PAGE, PAGE, 2) == 0
+    c = p.fork("child")
+    assert p.write(a, PAGE, 3) == 0
+    assert_invariants(s, "parent COW of page 0")
+    assert p.write(a + PAGE, PAGE, 4) == 0
+    assert (p.value_at(a + PAGE), c.value_at(a + PAGE)) == (4, 2)

@@ -50,9 +50,9 @@ ADVICES = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "col
            "dontfork", "dofork", "populate_read", "populate_write")
 _STEP = TypeAdapter(Step)
 
-# Model bugs found by these tests and reported (each has a strict xfail reproducer in
-# tests/test_invariants.py, so fixing one makes that test XPASS and points back here).
-# Rules whose violations are tolerated because a known bug breaks them and nothing else does:
+# Rules whose violations are tolerated because a known, reported model bug breaks them and
+# nothing else does (each such bug has a strict xfail reproducer in tests/test_invariants.py,
+# so fixing it makes that test XPASS and points back here). None at the moment.
 KNOWN_BUG_RULES: dict[str, str] = {}
 
 

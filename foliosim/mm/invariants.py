@@ -133,6 +133,7 @@ class _Checker:
         self.pmd_mm: list[int] = []
         self.pmd_w: list[tuple[int, MM, int]] = []
         self.swap_refs: defaultdict[int, int] = defaultdict(int)
+        self.locked_f: list[np.ndarray] = []   # folios with a mapping in a VM_LOCKED VMA
 
     # reporting
     def folio(self, f: int, rule: str, expected: Any, found: Any, where: str = "") -> None:
@@ -231,6 +232,8 @@ class _Checker:
                 self.folio(f, "pmd_write in a VMA without VM_WRITE", False, True, where)
         self.pmd_f.append(f)
         self.pmd_mm.append(mm.id)
+        if vma is not None and vma.flags & VM_LOCKED:
+            self.locked_f.append(np.array([f], np.int64))
         if ent.bits & P_WRITE:
             self.pmd_w.append((f, mm, base))
         return 512
@@ -310,6 +313,8 @@ class _Checker:
             self.wr_where.extend((mm, addr0 + (int(p) << 12)) for p in pos[ws])
         self.pte_f.append(fs)
         self.pte_k.append(ks)
+        if vma.flags & VM_LOCKED:
+            self.locked_f.append(fs)
         self.pte_mm.append(np.full(len(fs), mm.id, np.int64))
         return len(fs)
 
@@ -596,6 +601,14 @@ class _Checker:
             self.folio(f, "mlock_count", ">= 0", int(count[f]))
         for f in np.flatnonzero(alive & (count > 0) & ~unevictable):
             self.folio(f, "mlock_count (off the unevictable list)", 0, int(count[f]))
+        # munlock_vma_folio on every unmap from a VM_LOCKED VMA, and the munlock walk of a
+        # VMA losing VM_LOCKED, leave no mlocked folio without a VM_LOCKED mapping
+        in_locked = np.zeros(n, bool)
+        if self.locked_f:
+            in_locked[np.concatenate(self.locked_f)] = True
+        for f in np.flatnonzero(mlocked & ~in_locked):
+            self.folio(f, "PG_mlocked (no mapping in a VM_LOCKED VMA)", False, True,
+                       f"mlock_count {int(count[f])}")
         pages = int(np.left_shift(1, self.order[mlocked]).sum())
         got = self.s.vmstat.events.get("nr_mlock", 0)
         if got != pages:
