@@ -143,17 +143,14 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     end = start + length
     if length == 0:
         return EFAULT
-    addr = start
-    while addr < end:
-        vma = mm.vma_at(addr)
-        if vma is None or not vma.flags & VM_WRITE or vma.guard:
-            return EFAULT
-        addr = min(vma.end, end)
     pages: list[tuple[int, int]] = []
     for addr in range(start, end, 4096):
+        # __get_user_pages: fault and pin page by page; the first page it cannot get (a hole,
+        # a VMA without write permission) ends it, and io_pin_pages drops what it pinned
+        # (the pages faulted in on the way stay)
         vma = mm.vma_at(addr)
-        r = faultin_page(s, vma, addr, True)
-        if r:
+        bad = vma is None or not vma.flags & VM_WRITE or vma.guard
+        if bad or faultin_page(s, vma, addr, True):
             for f, _ in pages:
                 unpin_folio(s, f)
             return EFAULT

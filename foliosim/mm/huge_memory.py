@@ -47,6 +47,8 @@ def thp_vma_allowable_orders(s: System, vma: VMA, orders: Iterable[int], tva: st
     allowed = s.allowable_cache.get(key)
     if allowed is None:
         allowed = s.allowable_cache[key] = _sysfs_allowed(s, vma, orders, tva)
+    if tva == "collapse" and vma.anon_vma is None:
+        return []  # never faulted: only page faults and smaps may go ahead without an anon_vma
     if tva != "pagefault":
         for i, o in enumerate(allowed):
             if thp_vma_suitable_order(vma, vma.end - (4096 << o), o):

@@ -67,7 +67,10 @@ def move_vma(s: System, vma: VMA, lo: int, hi: int, dst: int, extra: int) -> VMA
         vma = split_vma(vma, lo, "VMA boundary from mremap")
     if hi < vma.end:
         split_vma(vma, hi, "VMA boundary from mremap")
-    new = VMA(mm, dst, dst + (hi - lo) + extra, vma.flags, vma.pgoff, vma.guard)
+    # copy_vma: a never-faulted anonymous VMA takes the pgoff of its new place, so it can
+    # merge there
+    pgoff = vma.pgoff if vma.anon_vma is not None else dst >> 12
+    new = VMA(mm, dst, dst + (hi - lo) + extra, vma.flags, pgoff, vma.guard)
     new.anon_vma = vma.anon_vma
     for av in vma.chain:
         new.link(av)

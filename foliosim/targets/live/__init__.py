@@ -35,6 +35,14 @@ __all__ = [
     "MemoryLimitExceeded", "run", "unavailable_reason",
 ]
 
+# A process that runs live scenarios must own no THP of its own: with max_ptes_none < 511 the
+# shrinker would split its underused ones and move the global counters (spec 1.2). numpy
+# madvises large arrays MADV_HUGEPAGE, so stop that from the moment the live target is imported
+# (before any simulator array of this process is allocated, in `foliosim diff` and in pytest).
+from foliosim.targets.live.session import numpy_madvise_hugepage as _np_madvise  # noqa: E402
+
+_np_madvise(False)
+
 #: simulator-only ops (model.DmaWrite): there is no device to write through a pin here
 SIM_ONLY_OPS = ("dma_write",)
 
