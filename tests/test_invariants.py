@@ -489,3 +489,16 @@ def test_pmd_split_after_fork_clears_tail_pae() -> None:
     assert_invariants(s, "parent COW of page 0")
     assert p.write(a + PAGE, PAGE, 4) == 0
     assert (p.value_at(a + PAGE), c.value_at(a + PAGE)) == (4, 2)
+
+
+def test_collapse_of_a_never_faulted_vma_leaves_no_folio_the_rmap_cannot_find() -> None:
+    """Reads map only zero pages and give the VMA no anon_vma; MADV_COLLAPSE must not create
+    a THP there (the kernel fails the range: no anon_vma, no writable PTE), or the new folio
+    points at no anon_vma and a later split cannot find its mapping (found by the ``long``
+    profile of tests/test_properties.py)."""
+    s = System(ThpSettings(enabled="madvise"))
+    p = s.process("main")
+    a = p.mmap_region(PMD)
+    assert p.read(a, PMD) == 0
+    assert p.madvise(a, PMD, "collapse") == -22
+    assert_invariants(s, "collapse")
