@@ -131,6 +131,7 @@ class IoBuffer:
 
     mm: MM
     pins: list[tuple[int, int]] = field(default_factory=list)  # (folio, pins held)
+    pages: list[tuple[int, int]] = field(default_factory=list)  # (folio, page) the buffer covers
     acct_pages: int = 0
     sharers: set[str] = field(default_factory=set)
 
@@ -158,7 +159,7 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
         try_grab_folio(s, f)
         pages.append((f, k))
     mm.has_pinned = True
-    buf = IoBuffer(mm)
+    buf = IoBuffer(mm, pages=list(pages))
     if len(pages) > 1 and _check_coalesce(s, pages):
         folios: dict[int, int] = {}
         for f, _ in pages:

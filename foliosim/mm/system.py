@@ -416,13 +416,14 @@ class Process:
         return 0
 
     def dma_write(self, pin_id: str, value: int) -> int:
-        """A device writes ``value`` into every page held by the pin (simulator only)."""
+        """A device writes ``value`` into the pinned pages of the buffer, wherever they are now
+        mapped, or no longer mapped (simulator only)."""
         s = self.system
         buf = s.pins.get(pin_id)
         if buf is None:
             return -_errno.ENXIO
-        for f, _ in buf.pins:
-            s.folios.set_value(f, 0, s.folios.nr(f), value)
+        for f, k in buf.pages:
+            s.folios.set_value(f, k, 1, value)
         return 0
 
 
