@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,8 +154,11 @@ def _resident(system: System) -> tuple[dict[str, int], float]:
     return by, (by["order0"] / total if total else 0.0)
 
 
-def run_churn(cfg: ChurnConfig) -> ChurnResult:
-    """Run the churn workload in this process; returns counts, timings and the memory mix."""
+def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = None
+              ) -> ChurnResult:
+    """Run the churn workload in this process; returns counts, timings and the memory mix.
+    ``inspect(moment, system)`` is called after populating, with the child of every fork
+    alive, and at the end (to look at the model's memory, say)."""
     rng = random.Random(cfg.seed)
     system = System(ThpSettings(enabled=SETTINGS["enabled"], sizes=dict(SETTINGS["sizes"]),
                                 max_ptes_none=SETTINGS["max_ptes_none"]),
@@ -189,6 +193,8 @@ def run_churn(cfg: ChurnConfig) -> ChurnResult:
             p.call("madvise:hugepage", a, rb, "hugepage")
             p.call("write", a, rb, 1)
     phases["populate"] = time.perf_counter() - t0
+    if inspect:
+        inspect("populated", system)
 
     # rounds of churn
     zone = rb // ZONES
@@ -203,7 +209,7 @@ def run_churn(cfg: ChurnConfig) -> ChurnResult:
             if fork_at and visit == fork_at[0]:
                 fork_at.pop(0)
                 tf = time.perf_counter()
-                _fork_cow(p, system, bases, rb, rng, f"child{rnd}-{visit}")
+                _fork_cow(p, system, bases, rb, rng, f"child{rnd}-{visit}", inspect)
                 t_fork += time.perf_counter() - tf
             visit += 1
             _churn_region(p, bases[r], zone, rng, rnd)
@@ -216,6 +222,8 @@ def run_churn(cfg: ChurnConfig) -> ChurnResult:
     phases["fork+cow+exit"] = t_fork
     seconds = time.perf_counter() - t_start
 
+    if inspect:
+        inspect("end", system)
     by_order, small = _resident(system)
     ev = system.vmstat.events
     counters = {k: int(ev.get(k, 0)) for k in (
@@ -264,7 +272,7 @@ def _churn_region(p: _Counted, base: int, zone: int, rng: random.Random, rnd: in
 
 
 def _fork_cow(p: _Counted, system: System, bases: list[int], rb: int, rng: random.Random,
-              name: str) -> None:
+              name: str, inspect: Callable[[str, System], None] | None = None) -> None:
     """Fork; parent and child each write into an eighth of the regions (COW); the child
     exits."""
     p.ops["fork"] += 1
@@ -276,6 +284,8 @@ def _fork_cow(p: _Counted, system: System, bases: list[int], rb: int, rng: rando
             b, n = _sub_range(rng, a, a + rb, PAGE, 4 * MiB)
             child.call("write:cow-child", b, n, 10)
     p.errors += child.errors
+    if inspect:
+        inspect("forked", system)
     p.ops["exit"] += 1
     child.p.exit()
 
