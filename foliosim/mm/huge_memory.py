@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm import memory, mlock, rmap
 from foliosim.mm.folio import (
     HUGE_ZERO_FID,
     PG_ACTIVE,
     PG_ANON,
+    PG_ANON_EXCLUSIVE,
     PG_DIRTY,
+    PG_FREE,
     PG_LRU,
     PG_MLOCKED,
     PG_PARTIALLY_MAPPED,
@@ -312,22 +316,24 @@ def split_folio(s: System, f: int, reason: str) -> int:
     s.vmstat.count_mthp(order, "nr_anon", -1)
     s.trace_split(f)
     F.release(f)
-    new = []
-    for k in range(nr):
-        g = F.new(pfn + k, 0)
-        F.flags[g] = flags
-        F.val[g] = vals[k]
-        F.anon_vma[g] = av
-        F.index[g] = index + k
-        F.ref[g] = 1 if flags & PG_SWAPCACHE else 0
-        if swap >= 0:
-            F.swap[g] = swap + k
-        new.append(g)
-    s.tracing and s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
-    # remap_page with RMP_USE_SHARED_ZEROPAGE
+    ids = F.new_many(list(range(pfn, pfn + nr)), 0)
+    F.flags[ids] = flags
+    F.val[ids] = vals
+    F.anon_vma[ids] = av
+    F.index[ids] = index + np.arange(nr, dtype=np.int64)
+    F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
+    if swap >= 0:
+        F.swap[ids] = swap + np.arange(nr, dtype=np.int64)
+    new = ids.tolist()
+    if s.tracing:
+        s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
+    # remap_page with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage: a zero-filled
+    # page goes to the shared zero page unless mlocked or in a VM_LOCKED VMA)
+    zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
     for vma, pt, i, k, bits, excl in maps:
         g = new[k]
-        if _try_to_map_unused_to_zeropage(s, vma, g):
+        locked = vma.flags & VM_LOCKED
+        if zero_ok and not locked and vals[k] == 0:
             pt.fid[i] = ZERO_FID
             pt.idx[i] = 0
             pt.bits[i] = 0
@@ -337,21 +343,24 @@ def split_folio(s: System, f: int, reason: str) -> int:
         pt.idx[i] = 0
         pt.bits[i] = bits
         F.ref[g] += 1
-        rmap.folio_add_anon_rmap_ptes(s, g, 0, 1, vma, excl)
-    for g in new:
-        if F.ref[g] == 0:
-            _free_split_page(s, g)
+        F.large[g] += 1  # folio_add_anon_rmap_pte of an order-0 folio
+        if excl:
+            F.flags[g] |= PG_ANON_EXCLUSIVE
+        if locked:
+            mlock.mlock_folio(s, g)  # mlock_vma_folio: the whole (small) folio is mapped
+    dead = ids[F.ref[ids] == 0]
+    if len(dead):
+        nm = int(((F.flags[dead] & PG_MLOCKED) != 0).sum())
+        if nm:
+            s.vmstat.count("nr_mlock", -nm)
+            s.vmstat.count("unevictable_pgs_cleared", nm)
+        for q in F.pfn[dead].tolist():
+            s.buddy.free_block(q, 0)
+        F.flags[dead] = PG_FREE
+        F.free_ids.extend(dead.tolist())
+        F.live -= len(dead)
     s.last_split = new
     return 0
-
-
-def _free_split_page(s: System, g: int) -> None:
-    F = s.folios
-    if F.flags[g] & PG_MLOCKED:
-        s.vmstat.count("nr_mlock", -1)
-        s.vmstat.count("unevictable_pgs_cleared", 1)
-    s.buddy.free_block(int(F.pfn[g]), 0)
-    F.release(g)
 
 
 def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
@@ -372,17 +381,6 @@ def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
     if s.tracing:
         s.trace(f"PMD split at {s.fmt_addr(vma.mm, slot << 21)} to unmap the folio (unmap_folio)")
     return [(vma, pt, k, k, bits, excl) for k in range(512)]
-
-
-def _try_to_map_unused_to_zeropage(s: System, vma: VMA, g: int) -> bool:
-    """``try_to_map_unused_to_zeropage``: a zero-filled order-0 page is mapped to the shared
-    zero page instead, unless mlocked or in a VM_LOCKED VMA."""
-    F = s.folios
-    if not s.policy.split_remaps_zero_pages(s):
-        return False  # the policy's kernel predates RMP_USE_SHARED_ZEROPAGE
-    if F.flags[g] & PG_MLOCKED or vma.flags & VM_LOCKED:
-        return False
-    return int(F.val[g]) == 0
 
 
 # -- the deferred split queue -----------------------------------------------------------------
