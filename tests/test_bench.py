@@ -94,6 +94,28 @@ def test_bench_json_shape_tiny(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "bench.json").read_text())["growth"] == s["growth"]
     text = md.read_text()
     assert "## 3. Growth" in text and "growth.png" in text
+    # re-render from the saved figures, measuring nothing
+    md2 = tmp_path / "again.md"
+    saved = tmp_path / "saved.json"
+    saved.write_text((tmp_path / "bench.json").read_text())
+    result = runner.invoke(app, ["bench", "--from-json", str(saved), "--out", str(tmp_path),
+                                 "--results", str(md2)])
+    assert result.exit_code == 0, result.output
+    assert md2.read_text().split("## 3. Growth")[1] == text.split("## 3. Growth")[1]
+
+
+def test_memory_breakdown_and_vma_scaling() -> None:
+    from foliosim.bench.profile import memory_breakdown, vma_scaling
+    from foliosim.mm.system import System, ThpSettings
+
+    s = System(ThpSettings())
+    p = s.process("main")
+    a = p.mmap_region(4 * MiB)
+    p.madvise(a, 4 * MiB, "hugepage")
+    p.write(a, 4 * MiB, 1)
+    m = memory_breakdown(s)
+    assert m["folios_live"] == 2 and m["pmd_leaves"] == 2 and m["vmas"] == 3  # 2 guards
+    assert [n for n, _ in vma_scaling((4, 8), samples=4)] == [12, 24]
 
 
 def test_bench_rejects_bad_sizes(tmp_path: Path) -> None:

@@ -1,16 +1,24 @@
 """Hot spots of the churn: the model's functions ranked by their own time under cProfile,
 each with the call path that brings it most of its time (heaviest caller, up to the
-workload)."""
+workload); where the model's memory goes; and how a VMA operation's cost grows with the number
+of VMAs."""
 
 from __future__ import annotations
 
 import cProfile
 import pstats
+import time
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from foliosim.bench.churn import ChurnConfig, run_churn
+from foliosim.mm.pgtable import PteTable
+from foliosim.mm.system import System, ThpSettings
 
-__all__ = ["HotSpot", "hot_spots", "hot_spots_markdown"]
+__all__ = ["HotSpot", "hot_spots", "hot_spots_markdown", "memory_breakdown", "profile_report",
+           "vma_scaling"]
 
 Func = tuple[str, int, str]
 
@@ -54,12 +62,18 @@ def _path(stats: dict, f: Func, limit: int = 12) -> list[str]:
     return out[::-1]
 
 
-def hot_spots(cfg: ChurnConfig, top: int = 12) -> tuple[list[HotSpot], float]:
+def hot_spots(cfg: ChurnConfig, top: int = 12, memory: list[dict[str, Any]] | None = None
+              ) -> tuple[list[HotSpot], float]:
     """Run the churn under cProfile; the ``top`` model functions (``foliosim/mm``) by own
-    time (numpy calls they make directly are counted in), and the total profiled time."""
+    time (numpy calls they make directly are counted in), and the total profiled time. With
+    ``memory``, the model's memory breakdown at each moment of the run is appended to it."""
+    def inspect(moment: str, system: System) -> None:
+        if memory is not None:
+            memory.append({"moment": moment, **memory_breakdown(system)})
+
     pr = cProfile.Profile()
     pr.enable()
-    run_churn(cfg)
+    run_churn(cfg, inspect=inspect)
     pr.disable()
     stats = pstats.Stats(pr).stats  # type: ignore[attr-defined]
     own: dict[Func, float] = {}
@@ -89,3 +103,84 @@ def hot_spots_markdown(spots: list[HotSpot], total: float, cfg: ChurnConfig) -> 
                      f"{100 * h.self_seconds / total:.0f}% | {h.cum_seconds:.2f} | "
                      f"{h.calls:,} | {' > '.join(h.path)} |")
     return "\n".join(lines)
+
+
+_ARRAY = 112  # bytes of a small numpy array object besides its data
+
+
+def memory_breakdown(system: System) -> dict[str, int]:
+    """Approximate bytes of the model's big structures: the folio columns (allocated capacity),
+    per-page arrays of large folios, PTE tables and PMD leaves of every process, buddy free
+    lists, and the counts behind them."""
+    F = system.folios
+    per_folio = sum(np.dtype(t).itemsize for t in F._COLS.values())
+    pages = sum(pa.mapcount.nbytes + pa.pae.nbytes + pa.val.nbytes + 3 * _ARRAY
+                for pa in F.pages.values())
+    tables = leaves = vmas = 0
+    for p in system.processes.values():
+        vmas += len(p.mm.vmas)
+        for e in p.mm.pmd.values():
+            if isinstance(e, PteTable):
+                tables += 1
+            else:
+                leaves += 1
+    table_bytes = 512 * (8 + 2 + 1) + 3 * _ARRAY + 56
+    free_blocks = sum(len(x) for x in system.buddy.free)
+    return {"folios_live": F.live, "folio_capacity": F.cap, "folio_bytes": F.cap * per_folio,
+            "bytes_per_folio": per_folio, "page_arrays": len(F.pages), "page_array_bytes": pages,
+            "pte_tables": tables, "pte_table_bytes": tables * table_bytes, "pmd_leaves": leaves,
+            "pmd_leaf_bytes": leaves * (56 + 100), "buddy_free_blocks": free_blocks,
+            "buddy_bytes": free_blocks * 70, "vmas": vmas}
+
+
+def vma_scaling(regions: tuple[int, ...] = (128, 2048, 8192), samples: int = 400
+                ) -> list[tuple[int, float]]:
+    """Microseconds of one mprotect that splits a VMA and merges it back (the pair halved),
+    in a process of ``n`` 128 MiB regions (3 VMAs each), for each ``n``: the cost of a VMA
+    operation as the VMA count grows (the churn has 3 VMAs per 128 MiB of memory)."""
+    out = []
+    for n in regions:
+        system = System(ThpSettings())
+        p = system.process("main")
+        bases = [p.mmap_region(128 << 20) for _ in range(n)]
+        pick = bases[:: max(1, n // samples)]
+        t0 = time.perf_counter()
+        for a in pick:
+            p.mprotect(a + (1 << 20), 4096, "r")
+            p.mprotect(a + (1 << 20), 4096, "rw")
+        out.append((len(p.mm.vmas), (time.perf_counter() - t0) / (2 * len(pick)) * 1e6))
+    return out
+
+
+def profile_report(cfg: ChurnConfig, top: int = 12) -> tuple[str, list[HotSpot]]:
+    """The hot-spot section of ``RESULTS.md``: time hot spots with call paths, the model's
+    memory at the moments of the churn, and the VMA-count scaling of a VMA operation."""
+    from foliosim.bench.results import human, machine
+
+    memory: list[dict[str, Any]] = []
+    spots, total = hot_spots(cfg, top, memory)
+    m = machine()
+    dirty = [f for f in m["uncommitted"] if f.startswith("foliosim/mm/")]
+    lines = [f"Profiled at commit `{m['commit']}`"
+             + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
+             + f" on {m['date']} (the figures above may be of another commit).", "",
+             hot_spots_markdown(spots, total, cfg), "",
+             f"Model memory during the churn at {human(cfg.size)} (approximate; capacity of the "
+             "folio columns, not what is touched):", "",
+             "| moment | folios live / capacity | folio columns | PTE tables | PMD leaves | "
+             "per-page arrays | buddy free blocks | VMAs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in memory:
+        lines.append(f"| {r['moment']} | {r['folios_live']:,} / {r['folio_capacity']:,} "
+                     f"({r['bytes_per_folio']} B each) | {human(r['folio_bytes'])} | "
+                     f"{r['pte_tables']:,} = {human(r['pte_table_bytes'])} | "
+                     f"{r['pmd_leaves']:,} = {human(r['pmd_leaf_bytes'])} | "
+                     f"{r['page_arrays']:,} = {human(r['page_array_bytes'])} | "
+                     f"{r['buddy_free_blocks']:,} | {r['vmas']:,} |")
+    scale = (1 << 40) // cfg.size
+    lines += ["", "Cost of one VMA operation (mprotect splitting a VMA, then merging it back) by "
+              f"the number of VMAs in the process (at 1 TiB the churn has {scale}x the VMAs "
+              "above):", "",
+              "| VMAs | µs per mprotect |", "|---:|---:|"]
+    lines += [f"| {n:,} | {us:,.0f} |" for n, us in vma_scaling()]
+    return "\n".join(lines), spots

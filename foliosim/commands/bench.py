@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,12 +52,13 @@ def bench(
                                                 "this size (e.g. 16G) and list the hot spots")]
         = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the churn")] = 1,
+    from_json: Annotated[Path | None, typer.Option("--from-json", help="measure nothing: take "
+                                                   "the figures of a saved bench.json (to "
+                                                   "re-render or re-profile)")] = None,
 ) -> None:
     """Benchmark the simulator: sim/native time per step on the scenario corpus, the 1 TiB
     churn (wall time, operations/s, peak RSS), its growth, and whole-folio fault+unmap/s."""
     from foliosim.bench import churn as ch
-    from foliosim.bench import corpus as cp
-    from foliosim.bench import faultunmap
     from foliosim.bench import results as rs
 
     size_list = _sizes(sizes or (QUICK_SIZES if quick else FULL_SIZES))
@@ -71,6 +73,58 @@ def bench(
 
     def log(msg: str) -> None:
         say.print(msg, markup=False, soft_wrap=True)
+
+    if from_json is not None:
+        try:
+            summary = json.loads(from_json.read_text())
+        except FileNotFoundError:
+            raise BadInput(f"{from_json}: no such file") from None
+        if not isinstance(summary, dict) or "growth" not in summary:
+            raise BadInput(f"{from_json}: not a bench.json of foliosim bench")
+    else:
+        summary = _measure(size_list, quick, corpus, seed, log)
+
+    hot = summary.get("hot_spots_markdown")
+    if prof_size:
+        from foliosim.bench.profile import profile_report
+
+        cfg = ch.ChurnConfig(prof_size, seed=seed)
+        log(f"profiling the churn at {rs.human(prof_size)}")
+        hot, spots = profile_report(cfg)
+        for h in spots[:5]:
+            log(f"   {h.name}: {h.self_seconds:.2f} s own; {' > '.join(h.path)}")
+
+    if hot:
+        summary["hot_spots_markdown"] = hot
+    growth = summary["growth"]
+    if len(growth) > 1:
+        summary["plot"] = str(out_dir / "growth.png")
+    write_atomically(out_dir / "bench.json", json.dumps(summary, indent=1) + "\n")
+    if len(growth) > 1:
+        rs.plot_growth(growth, out_dir / "growth.png")
+        log(f"plot: {summary['plot']}")
+    if results is not None:
+        rel = None
+        if "plot" in summary:
+            try:
+                rel = str(Path(summary["plot"]).resolve().relative_to(results.parent.resolve()))
+            except ValueError:
+                rel = str(Path(summary["plot"]).resolve())
+        write_atomically(results, rs.render_markdown(summary, plot=rel, hot_spots=hot))
+        log(f"results: {results}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        _print_summary(summary)
+
+
+def _measure(size_list: list[int], quick: bool, corpus: bool, seed: int,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """Parts 1-4: the corpus beside the kernel, the churn at every size, fault+unmap."""
+    from foliosim.bench import churn as ch
+    from foliosim.bench import corpus as cp
+    from foliosim.bench import faultunmap
+    from foliosim.bench import results as rs
 
     corpus_res = None
     if corpus:
@@ -102,39 +156,7 @@ def bench(
     log(f"   {fu.per_second:,.0f} folios/s in batches ({fu.folios:,} THPs), "
         f"{fu.single_per_second:,.0f}/s one at a time")
 
-    hot = None
-    if prof_size:
-        from foliosim.bench.profile import hot_spots, hot_spots_markdown
-
-        cfg = ch.ChurnConfig(prof_size, seed=seed)
-        log(f"profiling the churn at {rs.human(prof_size)}")
-        spots, total = hot_spots(cfg)
-        hot = hot_spots_markdown(spots, total, cfg)
-        for h in spots[:5]:
-            log(f"   {h.name}: {h.self_seconds:.2f} s own; {' > '.join(h.path)}")
-
-    summary = rs.summary(corpus_res, growth, fu, rs.machine())
-    if hot:
-        summary["hot_spots_markdown"] = hot
-    if len(growth) > 1:
-        summary["plot"] = str(out_dir / "growth.png")
-    write_atomically(out_dir / "bench.json", json.dumps(summary, indent=1) + "\n")
-    if len(growth) > 1:
-        rs.plot_growth(summary["growth"], out_dir / "growth.png")
-        log(f"plot: {summary['plot']}")
-    if results is not None:
-        rel = None
-        if "plot" in summary:
-            try:
-                rel = str(Path(summary["plot"]).resolve().relative_to(results.parent.resolve()))
-            except ValueError:
-                rel = str(Path(summary["plot"]).resolve())
-        write_atomically(results, rs.render_markdown(summary, plot=rel, hot_spots=hot))
-        log(f"results: {results}")
-    if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
-    else:
-        _print_summary(summary)
+    return rs.summary(corpus_res, growth, fu, rs.machine())
 
 
 def _print_summary(s: dict[str, Any]) -> None:
