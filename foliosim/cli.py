@@ -37,7 +37,8 @@ __all__ = ["COMMAND_MODULES", "BadInput", "app", "guarded", "out", "target_modul
 
 EXIT_AGREE, EXIT_DIFFER, EXIT_BAD_INPUT = 0, 1, 2
 SCENARIO_SUFFIXES = (".yaml", ".yml")
-COMMAND_MODULES: tuple[str, ...] = ("foliosim.commands.compare", "foliosim.commands.bench")
+COMMAND_MODULES: tuple[str, ...] = ("foliosim.commands.compare", "foliosim.commands.fuzz",
+                                     "foliosim.commands.bench")
 
 app = typer.Typer(
     name="foliosim",
