@@ -107,8 +107,15 @@ class MM:
         self.vmas.insert(i, vma)
         self._starts.insert(i, vma.start)
 
+    def _index(self, vma: VMA) -> int:
+        """Position of ``vma`` in the tree (by its start; VMAs never overlap)."""
+        i = bisect.bisect_left(self._starts, vma.start)
+        if i < len(self.vmas) and self.vmas[i] is vma:
+            return i
+        return self.vmas.index(vma)  # a start being changed right now: fall back
+
     def remove(self, vma: VMA) -> None:
-        i = self.vmas.index(vma)
+        i = self._index(vma)
         del self.vmas[i]
         del self._starts[i]
 
@@ -139,7 +146,7 @@ class MM:
         return out
 
     def neighbours(self, vma: VMA) -> tuple[VMA | None, VMA | None]:
-        i = self.vmas.index(vma)
+        i = self._index(vma)
         prev = self.vmas[i - 1] if i > 0 else None
         nxt = self.vmas[i + 1] if i + 1 < len(self.vmas) else None
         return prev, nxt
