@@ -580,9 +580,10 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
         dmm.pmd[slot] = dpt
     i = (lo >> 12) & 511
     iend = i + ((hi - lo) >> 12)
+    handled = _copy_small_and_zero_ptes(s, dst, src, spt, dpt, i, iend)
     while i < iend:
         f = int(spt.fid[i])
-        if f == NONE:
+        if f == NONE or handled[i]:
             i += 1
             continue
         if spt.bits[i] & P_SWAP:
@@ -611,6 +612,40 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
         else:
             _share(s, dst, spt, dpt, i, f, k, n)
         i += n
+
+
+def _copy_small_and_zero_ptes(s: System, dst: VMA, src: VMA, spt: PteTable, dpt: PteTable,
+                              i: int, iend: int) -> np.ndarray:
+    """The common case of ``copy_present_ptes`` done at once: zero-page PTEs are copied, and
+    order-0 folios that cannot be DMA-pinned are shared (PageAnonExclusive cleared, both PTEs
+    write-protected, one more mapping and reference), exactly as one by one. Returns the mask
+    of entries handled (over the whole table)."""
+    F = s.folios
+    handled = np.zeros(512, bool)
+    fids = spt.fid[i:iend]
+    bits = spt.bits[i:iend]
+    zero = np.nonzero((fids == ZERO_FID) & ((bits & P_SWAP) == 0))[0] + i
+    dpt.fid[zero] = ZERO_FID
+    dpt.bits[zero] = 0
+    handled[zero] = True
+    idx = np.nonzero((fids >= 0) & ((bits & P_SWAP) == 0))[0]
+    f = fids[idx]
+    ok = F.order[f] == 0
+    if src.mm.has_pinned:
+        ok &= F.ref[f] < 1024  # folio_maybe_dma_pinned of a small folio
+    j = idx[ok] + i
+    g = f[ok]
+    if len(g):
+        F.flags[g] &= ~PG_ANON_EXCLUSIVE
+        F.ref[g] += 1
+        F.large[g] += 1
+        spt.bits[j] &= 0xFF ^ P_WRITE
+        dpt.fid[j] = g
+        dpt.idx[j] = 0
+        dpt.bits[j] = spt.bits[j]
+        dst.mm.anon_pages += len(g)
+        handled[j] = True
+    return handled
 
 
 def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k: int,
