@@ -92,6 +92,8 @@ def test_exception_in_a_step(before: dict[str, str], monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(controller, "before_step", hook)
     affinity, thp_disable = os.sched_getaffinity(0), session.get_thp_disable()
+    np_before = session.numpy_madvise_hugepage(False)  # reading it means setting it
+    session.numpy_madvise_hugepage(np_before)
     with pytest.raises(RuntimeError, match="boom"):
         live.run(load_scenario_text(SCENARIO))
     assert len(seen) == 3  # helper, main, child
@@ -101,7 +103,7 @@ def test_exception_in_a_step(before: dict[str, str], monkeypatch: pytest.MonkeyP
     # the runner's own process is back as it was too
     assert os.sched_getaffinity(0) == affinity
     assert session.get_thp_disable() == thp_disable
-    assert session.numpy_madvise_hugepage(True) is True
+    assert session.numpy_madvise_hugepage(np_before) is np_before
 
 
 def test_sigkill_of_an_agent(before: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
