@@ -200,9 +200,15 @@ class Process:
     def mmap_region(self, size: int, prot: str = "rw", misalign: int = 0) -> int:
         """Map a region as the live runner does (guard reservation, then MAP_FIXED inside);
         returns its address."""
+        addr = self.reserve_guard(size, misalign)
+        mmap.do_mmap(self.system, self.mm, addr, size, prot)
+        return addr
+
+    def reserve_guard(self, size: int, misalign: int = 0) -> int:
+        """The PROT_NONE MAP_NORESERVE guard reservation a region is placed in (spec 1.2);
+        returns the region's address inside it, to be mapped with :meth:`mmap`."""
         gs, gl, addr = self.system.placement(size, misalign)
         mmap.do_mmap(self.system, self.mm, gs, gl, "none", guard=True)
-        mmap.do_mmap(self.system, self.mm, addr, size, prot)
         return addr
 
     def munmap(self, addr: int, length: int) -> int:
