@@ -124,7 +124,7 @@ def memory_breakdown(system: System) -> dict[str, int]:
                 tables += 1
             else:
                 leaves += 1
-    table_bytes = 512 * (8 + 2 + 1) + 3 * _ARRAY + 56
+    table_bytes = 512 * (4 + 2 + 1) + 3 * _ARRAY + 56
     free_blocks = sum(len(x) for x in system.buddy.free)
     return {"folios_live": F.live, "folio_capacity": F.cap, "folio_bytes": F.cap * per_folio,
             "bytes_per_folio": per_folio, "page_arrays": len(F.pages), "page_array_bytes": pages,

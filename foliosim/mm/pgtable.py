@@ -30,7 +30,7 @@ class PteTable:
     __slots__ = ("fid", "idx", "bits")
 
     def __init__(self) -> None:
-        self.fid = np.full(PTRS_PER_PTE, NONE, np.int64)
+        self.fid = np.full(PTRS_PER_PTE, NONE, np.int32)
         self.idx = np.zeros(PTRS_PER_PTE, np.int16)
         self.bits = np.zeros(PTRS_PER_PTE, np.uint8)
 
