@@ -253,63 +253,124 @@ def madvise_populate(s: System, mm: MM, start: int, end: int, write: bool) -> in
     return 0
 
 
-def madvise_collapse_range(s: System, mm: MM, start: int, end: int) -> int:
-    """``madvise_collapse``: copy every aligned 2 MiB of the range into a new PMD THP
-    (sysfs ``enabled`` ignored; VM_NOHUGEPAGE refused); references beyond the mappings (pins)
-    fail a block with -EAGAIN, an empty block with -EINVAL."""
-    vmas = mm.vmas_in(start, end)
-    if not vmas or mm.vma_at(start) is None:
+# hpage_collapse_scan_pmd / collapse_huge_page results (enum scan_result in mm/khugepaged.c)
+SCAN_FAIL = "SCAN_FAIL"
+SCAN_SUCCEED = "SCAN_SUCCEED"
+SCAN_PMD_NONE = "SCAN_PMD_NONE"
+SCAN_PMD_MAPPED = "SCAN_PMD_MAPPED"
+SCAN_PAGE_COUNT = "SCAN_PAGE_COUNT"
+SCAN_ALLOC_HUGE_PAGE_FAIL = "SCAN_ALLOC_HUGE_PAGE_FAIL"
+# results after which madvise_collapse goes on with the next PMD (its "whitelist"); any other
+# failure ends the VMA's loop
+COLLAPSE_CONTINUE = frozenset({SCAN_PAGE_COUNT})
+
+
+def madvise_collapse_errno(result: str) -> int:
+    """``madvise_collapse_errno``: the errno MADV_COLLAPSE reports for the last failure."""
+    if result == SCAN_ALLOC_HUGE_PAGE_FAIL:
         return ENOMEM
-    for vma in vmas:
-        if not huge_memory.thp_vma_allowable_order(s, vma, 9, "collapse"):
-            return EINVAL
+    if result == SCAN_PAGE_COUNT:
+        return EAGAIN
+    return EINVAL
+
+
+def madvise_collapse_range(s: System, mm: MM, start: int, end: int) -> int:
+    """MADV_COLLAPSE through ``madvise_walk_vmas``: ``madvise_collapse`` runs on each VMA's
+    part of the range in address order; the first VMA that fails ends the walk with its errno,
+    a hole only makes the final result -ENOMEM (the walk goes on past it)."""
+    unmapped = 0
+    addr = start
+    while True:
+        vma = mm.find_vma(addr)
+        if vma is None:
+            return ENOMEM
+        if addr < vma.start:
+            unmapped = ENOMEM  # a gap in the range: carry on
+            addr = vma.start
+            if addr >= end:
+                break
+        hi = min(vma.end, end)
+        r = madvise_collapse(s, vma, addr, hi)
+        if r:
+            return r
+        if hi >= end:
+            break
+        addr = hi
+    return unmapped
+
+
+def madvise_collapse(s: System, vma: VMA, start: int, end: int) -> int:
+    """``madvise_collapse`` on ``[start, end)`` inside one VMA: -EINVAL unless the VMA allows a
+    forced collapse (``thp_vma_allowable_order(TVA_FORCED_COLLAPSE)``: not VM_NOHUGEPAGE, has an
+    anon_vma, holds an aligned 2 MiB); then every aligned 2 MiB block is scanned and collapsed
+    (sysfs ``enabled`` and ``max_ptes_*`` ignored). A block already mapped by a PMD (a THP or
+    the huge zero folio) counts as done; a block some page of which has extra references (a pin)
+    fails with SCAN_PAGE_COUNT and the loop goes on; any other failure (no page table at all:
+    SCAN_PMD_NONE) ends the loop. 0 if every block is done (also when the range holds no
+    aligned block but touches one boundary), else the errno of the last failure
+    (``madvise_collapse_errno``)."""
+    if not huge_memory.thp_vma_allowable_order(s, vma, 9, "collapse"):
+        return EINVAL
     hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
     hend = end & ~(PMD_SIZE - 1)
     thps = 0
-    last = 0
+    last_fail = SCAN_FAIL
+    # the mmap_lock is dropped after a collapse and the VMA revalidated; nothing changes the
+    # VMA meanwhile here, so the revalidation always passes
     for a in range(hstart, hend, PMD_SIZE):
-        vma = mm.vma_at(a)
-        if vma is None or not huge_memory.thp_vma_suitable_order(vma, a, 9):
-            last = EINVAL
-            continue
-        r = collapse_huge_page(s, vma, a)
-        if r == 0:
+        result = hpage_collapse_scan_pmd(s, vma, a)
+        if result in (SCAN_SUCCEED, SCAN_PMD_MAPPED):
             thps += 1
-        else:
-            last = r
-    if thps == (hend - hstart) // PMD_SIZE:
+            continue
+        last_fail = result
+        if result not in COLLAPSE_CONTINUE:
+            break
+    if hend >= hstart and thps == (hend - hstart) // PMD_SIZE:
         return 0
-    return last or EINVAL
+    # hend < hstart (the range lies inside one 2 MiB block): the kernel's unsigned count of
+    # blocks never matches, so it fails with the initial SCAN_FAIL
+    return madvise_collapse_errno(last_fail)
 
 
-def collapse_huge_page(s: System, vma: VMA, haddr: int) -> int:
-    """``hpage_collapse_scan_pmd`` + ``collapse_huge_page``: copy the PTE-mapped pages into a
-    new THP mapped by one PMD; the old folios lose these mappings."""
+def hpage_collapse_scan_pmd(s: System, vma: VMA, haddr: int) -> str:
+    """``hpage_collapse_scan_pmd`` for MADV_COLLAPSE, then ``collapse_huge_page``:
+    ``find_pmd_or_thp_or_none`` (a PMD leaf: SCAN_PMD_MAPPED, the huge zero PMD included as
+    ``pmd_trans_huge``; no page table: SCAN_PMD_NONE), then every mapped folio must have no
+    references beyond its mappings (SCAN_PAGE_COUNT); none and zero-page PTEs do not count."""
     F = s.folios
-    mm = vma.mm
-    slot = haddr >> 21
-    ent = mm.pmd.get(slot)
+    ent = vma.mm.pmd.get(haddr >> 21)
     if isinstance(ent, PmdLeaf):
-        return 0 if ent.fid != HUGE_ZERO_FID else EINVAL  # SCAN_PMD_MAPPED
+        return SCAN_PMD_MAPPED
     if ent is None:
-        return EINVAL  # SCAN_NO_PTE_TABLE
+        return SCAN_PMD_NONE
     seen: set[int] = set()
     for i in range(512):
         f = int(ent.fid[i])
         if f >= 0 and not ent.bits[i] & P_SWAP and f not in seen:
             seen.add(f)
             if int(F.ref[f]) != rmap.folio_expected_ref_count(s, f):
-                return EAGAIN  # SCAN_PAGE_COUNT
+                return SCAN_PAGE_COUNT
+    return collapse_huge_page(s, vma, haddr)
+
+
+def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
+    """``collapse_huge_page``: allocate the new THP (``alloc_charge_folio``:
+    ``thp_collapse_alloc`` or ``_failed``), swap in what is swapped out, copy the PTE-mapped
+    pages into it and map it by one PMD; the old folios lose these mappings."""
+    F = s.folios
+    mm = vma.mm
+    slot = haddr >> 21
+    ent = mm.pmd[slot]
+    new = memory.folio_alloc(s, 9)
+    if new is None:
+        s.vmstat.count("thp_collapse_alloc_failed")
+        return SCAN_ALLOC_HUGE_PAGE_FAIL
+    s.vmstat.count("thp_collapse_alloc")
     from foliosim.mm.swap import do_swap_page
 
     for i in range(512):
         if ent.bits[i] & P_SWAP:
             do_swap_page(s, vma, ent, haddr + (i << 12), False)
-    new = memory.folio_alloc(s, 9)
-    if new is None:
-        s.vmstat.count("thp_collapse_alloc_failed")
-        return ENOMEM
-    s.vmstat.count("thp_collapse_alloc")
     vals = []
     for i in range(512):
         f = int(ent.fid[i])
@@ -350,4 +411,4 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> int:
     huge_memory.deferred_split_folio(s, new, False)
     s.tracing and s.trace(f"collapsed {s.fmt_addr(mm, haddr)} into new THP {s.fname(new)} "
             "(collapse_huge_page)")
-    return 0
+    return SCAN_SUCCEED

@@ -1,0 +1,130 @@
+"""The rules behind the fuzz findings that now agree with the live kernel (scenarios/fuzz-*.yaml
+moved in from fuzz-findings/): MADV_COLLAPSE (madvise.py), mremap (mremap.py), mprotect
+(mprotect.py) and the FOLL_TOUCH part of populating (gup.py).
+
+Every expected value comes from the Linux 6.18.2 source named in the test, or from what the
+live kernel of the reference machine returned for the same steps (the finding's scenario, or a
+scenario written for the test and run with ``foliosim diff``, as the docstring says).
+"""
+
+from __future__ import annotations
+
+from mmhelpers import (
+    KB,
+    MB,
+    PMD,
+    Counters,
+    is_pmd_mapped,
+    make_system,
+    region,
+    vma_list,
+)
+
+from foliosim.mm.folio import HUGE_ZERO_FID
+from foliosim.mm.pgtable import PmdLeaf
+
+EINVAL, ENOMEM, EFAULT, EAGAIN = -22, -12, -14, -11
+
+
+def vmas(p, a: int, length: int) -> list[tuple[int, int, str]]:
+    """(start, end) in KiB relative to ``a`` and perms of the VMAs overlapping the range."""
+    return [(lo // KB, hi // KB, sm.perms) for lo, hi, sm in vma_list(p, a, length)]
+
+
+# -- MADV_COLLAPSE: mm/khugepaged.c madvise_collapse, driven by mm/madvise.c madvise_walk_vmas --
+def test_collapse_counts_huge_zero_pmds_as_collapsed() -> None:
+    """``check_pmd_state``: a huge zero PMD is ``pmd_trans_huge``, so SCAN_PMD_MAPPED, which
+    ``madvise_collapse`` counts as done: 0, nothing allocated (live: 0; finding
+    fuzz-collapse-huge-zero-pmds)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 6 * MB, misalign=1984 * KB)
+    assert p.madvise(a, 6 * MB, "populate_read") == 0
+    c = Counters(s)
+    assert p.madvise(a + 64 * KB, 6 * MB - 64 * KB, "collapse") == 0
+    assert "thp_collapse_alloc" not in c.thp()
+    for off in (64 * KB, 64 * KB + PMD):  # the two aligned 2 MiB blocks of the range
+        ent = p.mm.pmd[(a + off) >> 21]
+        assert isinstance(ent, PmdLeaf) and ent.fid == HUGE_ZERO_FID
+
+
+def test_collapse_of_a_vma_then_a_hole_collapses_and_returns_enomem() -> None:
+    """``madvise_walk_vmas``: the VMA's part collapses (its aligned 2 MiB inside it), the hole
+    after it only sets -ENOMEM (live: ENOMEM, one thp_collapse_alloc; finding
+    fuzz-collapse-then-hole-enomem)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 8 * MB, advice=None)
+    assert p.write(a, 8 * MB, 1) == 0
+    assert p.munmap(a + 5664 * KB, 8 * MB - 5664 * KB) == 0
+    c = Counters(s)
+    assert p.madvise(a + 2 * MB, 6 * MB, "collapse") == ENOMEM
+    assert c["thp_collapse_alloc"] == 1
+    assert is_pmd_mapped(p, a + 2 * MB)
+
+
+def test_collapse_of_a_hole_then_a_never_faulted_vma_is_einval() -> None:
+    """``madvise_walk_vmas`` returns the first VMA error at once, over the hole's -ENOMEM; the
+    VMA without an anon_vma fails ``thp_vma_allowable_order(TVA_FORCED_COLLAPSE)`` (live:
+    EINVAL; finding fuzz-collapse-hole-then-unfaulted-einval)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB, advice=None)
+    d = region(p, 2 * MB, advice=None, prot="none")
+    assert p.mremap(a, 1088 * KB, 1088 * KB, d) == 0
+    assert p.madvise(a, 2 * MB, "collapse") == EINVAL
+
+
+def test_collapse_goes_on_past_a_leading_hole() -> None:
+    """``madvise_walk_vmas`` carries on after a hole at the start of the range: both aligned
+    2 MiB blocks of the VMA are collapsed, and the result is -ENOMEM (live: ENOMEM,
+    thp_collapse_alloc 2; finding fuzz-collapse-after-leading-hole)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 6 * MB, advice=None, misalign=MB)
+    assert p.write(a, 6 * MB, 1) == 0
+    assert p.munmap(a, 64 * KB) == 0
+    c = Counters(s)
+    assert p.madvise(a, 6 * MB, "collapse") == ENOMEM
+    assert c["thp_collapse_alloc"] == 2
+
+
+def test_collapse_stops_at_a_block_without_page_table() -> None:
+    """``check_pmd_state``: an empty PMD is SCAN_PMD_NONE, not on ``madvise_collapse``'s list
+    of results to go on after, so the loop ends there and the written block after it is left
+    alone: -EINVAL, nothing allocated (live, scenario collapse-none-then-written)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 4 * MB, advice=None)
+    assert p.write(a + PMD, PMD, 1) == 0
+    c = Counters(s)
+    assert p.madvise(a, 4 * MB, "collapse") == EINVAL
+    assert "thp_collapse_alloc" not in c.thp()
+    assert not is_pmd_mapped(p, a + PMD)
+
+
+def test_collapse_goes_on_after_a_pinned_block() -> None:
+    """SCAN_PAGE_COUNT (a pinned page) is on the list to go on after: the next block is
+    collapsed, and the last failure gives -EAGAIN (``madvise_collapse_errno``; live,
+    scenario collapse-pin-then-written)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 4 * MB, advice=None)
+    assert p.write(a, 4 * MB, 1) == 0
+    assert p.pin(a, 64 * KB, "p") == 0
+    c = Counters(s)
+    assert p.madvise(a, 4 * MB, "collapse") == EAGAIN
+    assert c["thp_collapse_alloc"] == 1
+    assert not is_pmd_mapped(p, a) and is_pmd_mapped(p, a + PMD)
+
+
+def test_collapse_inside_one_pmd_block_is_einval() -> None:
+    """A range inside one 2 MiB block has hend < hstart: the kernel's unsigned block count
+    never equals thps, so the initial SCAN_FAIL gives -EINVAL (live, scenario
+    collapse-inside-one-block); a range that only reaches a boundary (hend == hstart) is 0."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 4 * MB, advice=None)
+    assert p.write(a, 4 * MB, 1) == 0
+    assert p.madvise(a + 512 * KB, MB, "collapse") == EINVAL
+    assert p.madvise(a + MB, MB, "collapse") == 0
