@@ -14,9 +14,12 @@ from mmhelpers import (
     MB,
     PMD,
     Counters,
+    cmp_flags,
     is_pmd_mapped,
     make_system,
+    pages,
     region,
+    smap_at,
     vma_list,
 )
 
@@ -128,3 +131,106 @@ def test_collapse_inside_one_pmd_block_is_einval() -> None:
     assert p.write(a, 4 * MB, 1) == 0
     assert p.madvise(a + 512 * KB, MB, "collapse") == EINVAL
     assert p.madvise(a + MB, MB, "collapse") == 0
+
+
+# -- mprotect of a VM_LOCKONFAULT range: mm/mprotect.c mprotect_fixup, mm/gup.c -------------------
+def test_mprotect_rw_of_lockonfault_prot_none_range_populates_nothing() -> None:
+    """``mprotect_fixup`` calls ``populate_vma_page_range`` for a VM_LOCKED VMA becoming
+    writable, which returns at once for VM_LOCKONFAULT (live: nothing present; finding
+    fuzz-mprotect-lockonfault-no-populate)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 6 * MB, advice=None, prot="none")
+    assert p.mlock(a + 3740 * KB, 6 * MB - 3740 * KB, onfault=True) == 0
+    assert p.mprotect(a + 3092 * KB, 6 * MB - 3092 * KB, "rw") == 0
+    assert all(x.state == "none" for x in pages(p, a, 6 * MB))
+    sm = smap_at(p, a + 4 * MB)
+    assert (sm.rss_kb, sm.locked_kb, sorted(sm.vmflags)) == (0, 0, ["lf", "lo"])
+
+
+# -- populate with FOLL_TOUCH: mm/gup.c follow_page_pte, follow_huge_pmd -> touch_pmd -----------
+def _freed_small(p) -> int:
+    a = region(p, 2 * MB, advice=None)
+    assert p.write(a, 2 * MB, 1) == 0
+    assert p.madvise(a, 2 * MB, "free") == 0
+    assert smap_at(p, a).lazyfree_kb == 2048
+    return a
+
+
+def test_mlock_redirties_madv_freed_pages() -> None:
+    """``populate_vma_page_range`` follows with FOLL_TOUCH | FOLL_WRITE; ``follow_page_pte``
+    marks the folio of a clean writable PTE dirty, so LazyFree drops to 0 (live: ``dirty``,
+    LazyFree 0; finding fuzz-free-thp-mlock-redirties)."""
+    s = make_system()
+    p = s.process("main")
+    a = _freed_small(p)
+    assert p.mlock(a, 2 * MB) == 0
+    assert smap_at(p, a).lazyfree_kb == 0
+    assert {cmp_flags(x) for x in pages(p, a, 2 * MB)} == {
+        frozenset({"anon", "anon_exclusive", "dirty", "mlocked"})}
+
+
+def test_mlockall_current_redirties_madv_freed_pages() -> None:
+    """The same through ``mlockall(MCL_CURRENT)`` -> ``__mm_populate`` (live; finding
+    fuzz-free-thp-mlockall-redirties)."""
+    s = make_system()
+    p = s.process("main")
+    a = _freed_small(p)
+    assert p.mlockall(current=True) == 0
+    assert smap_at(p, a).lazyfree_kb == 0
+    assert all("dirty" in x.flags for x in pages(p, a, 2 * MB))
+
+
+def test_populate_write_redirties_but_populate_read_does_not() -> None:
+    """MADV_POPULATE_WRITE goes through ``faultin_page_range`` with FOLL_TOUCH | FOLL_WRITE and
+    re-dirties; MADV_POPULATE_READ (no FOLL_WRITE) only marks accessed (live, scenario
+    free-small-populate-write: LazyFree 1024 kB, the read half still clean)."""
+    s = make_system()
+    p = s.process("main")
+    a = _freed_small(p)
+    assert p.madvise(a, MB, "populate_write") == 0
+    assert p.madvise(a + MB, MB, "populate_read") == 0
+    assert smap_at(p, a).lazyfree_kb == 1024
+    pg = pages(p, a, 2 * MB)
+    assert all("dirty" in x.flags for x in pg[:256])
+    assert not any("dirty" in x.flags for x in pg[256:])
+
+
+def test_mlock_of_read_only_freed_pages_keeps_them_lazyfree() -> None:
+    """A read-only VMA is populated without FOLL_WRITE (``populate_vma_page_range``), so
+    nothing is re-dirtied (live, scenario free-small-mlock-readonly)."""
+    s = make_system()
+    p = s.process("main")
+    a = _freed_small(p)
+    assert p.mprotect(a, 2 * MB, "r") == 0
+    assert p.mlock(a, 2 * MB) == 0
+    assert smap_at(p, a).lazyfree_kb == 2048
+    assert not any("dirty" in x.flags for x in pages(p, a, 2 * MB))
+
+
+def test_mlock_dirties_the_pmd_of_a_freed_thp_not_the_folio() -> None:
+    """A PMD-mapped THP is followed by ``follow_huge_pmd``, whose ``touch_pmd`` only sets the
+    PMD's dirty bit: smaps LazyFree (which also looks at the PMD) drops to 0, the folio's
+    PG_dirty stays clear (live, scenario free-pmd-thp-mlock)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB)
+    assert p.write(a, 2 * MB, 1) == 0
+    assert p.madvise(a, 2 * MB, "free") == 0
+    assert smap_at(p, a).lazyfree_kb == 2048
+    assert p.mlock(a, 2 * MB) == 0
+    assert smap_at(p, a).lazyfree_kb == 0
+    assert not any("dirty" in x.flags for x in pages(p, a, 2 * MB))
+
+
+def test_populate_of_freed_thps_read_keeps_write_dirties_the_pmd() -> None:
+    """``touch_pmd(write=false)`` only makes the PMD young; with FOLL_WRITE it makes it dirty
+    (live, scenario free-pmd-thp-populate: LazyFree 2048 kB of 4096)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 4 * MB)
+    assert p.write(a, 4 * MB, 1) == 0
+    assert p.madvise(a, 4 * MB, "free") == 0
+    assert p.madvise(a, 2 * MB, "populate_read") == 0
+    assert p.madvise(a + 2 * MB, 2 * MB, "populate_write") == 0
+    assert smap_at(p, a).lazyfree_kb == 2048

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from foliosim.mm import memory
-from foliosim.mm.folio import HUGE_ZERO_FID, ZERO_FID
-from foliosim.mm.mm_types import MM, VM_LOCKED, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
-from foliosim.mm.pgtable import P_SWAP, P_WRITE, PmdLeaf, PteTable
+from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, ZERO_FID
+from foliosim.mm.mm_types import MM, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
+from foliosim.mm.pgtable import P_DIRTY, P_SWAP, P_WRITE, PmdLeaf, PteTable
 
 if TYPE_CHECKING:
     from foliosim.mm.system import System
@@ -41,11 +41,44 @@ def faultin_page(s: System, vma: VMA, addr: int, write: bool) -> int:
     return 0
 
 
+def follow_touch(s: System, mm: MM, addr: int, write: bool) -> None:
+    """The FOLL_TOUCH part of following the page at ``addr`` once it is mapped as needed.
+    With FOLL_WRITE: a PMD mapping is made dirty (``follow_huge_pmd`` -> ``touch_pmd``); a
+    present, writable PTE that is clean marks its folio dirty (``follow_page_pte``:
+    ``folio_mark_dirty`` unless the PTE or the folio already is), so a MADV_FREE'd folio is
+    no longer lazily freeable. A read follow only makes the entry young / the folio accessed,
+    which the model does not keep."""
+    if not write:
+        return
+    ent = mm.pmd.get(addr >> 21)
+    if isinstance(ent, PmdLeaf):
+        if ent.fid >= 0 and ent.bits & P_WRITE:
+            ent.bits |= P_DIRTY
+        return
+    if ent is None:
+        return
+    i = (addr >> 12) & 511
+    f = int(ent.fid[i])
+    if f >= 0 and (ent.bits[i] & (P_WRITE | P_SWAP | P_DIRTY)) == P_WRITE:
+        s.folios.flags[f] |= PG_DIRTY
+
+
+def _touch_ptes(s: System, pt: PteTable, i: int, n: int) -> None:
+    """:func:`follow_touch` with FOLL_WRITE on the PTEs ``[i, i + n)`` that need no fault."""
+    fid, bits = pt.fid[i:i + n], pt.bits[i:i + n]
+    clean = (fid >= 0) & ((bits & (P_WRITE | P_SWAP | P_DIRTY)) == P_WRITE)
+    if clean.any():
+        s.folios.flags[fid[clean]] |= PG_DIRTY
+
+
 def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
     """``populate_vma_page_range``: write faults for private writable VMAs, read faults
-    otherwise; nothing for VM_LOCKONFAULT; PROT_NONE cannot be populated. Walks a PMD slot at
-    a time and faults only the pages that need it (runs of order-0 faults at once)."""
-    if (vma.flags & (VM_LOCKED | VM_LOCKONFAULT)) == VM_LOCKONFAULT:
+    otherwise; nothing at all for a VM_LOCKONFAULT VMA (whether or not the caller is mlock);
+    PROT_NONE cannot be populated. Walks a PMD slot at a time and faults only the pages that
+    need it (runs of order-0 faults at once). ``__get_user_pages`` follows every page with
+    FOLL_TOUCH, so a write populate re-dirties what is already mapped writable
+    (:func:`follow_touch_range`)."""
+    if vma.flags & VM_LOCKONFAULT:
         return 0
     if not vma.flags & (VM_READ | VM_WRITE):
         return EFAULT
@@ -58,11 +91,14 @@ def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
         ent = mm.pmd.get(slot)
         if isinstance(ent, PmdLeaf):
             if not write or (ent.fid >= 0 and ent.bits & P_WRITE):
+                follow_touch(s, mm, addr, write)
                 addr = nxt
                 continue
         elif isinstance(ent, PteTable):
             i = (addr >> 12) & 511
             n = (nxt - addr) >> 12
+            if write:
+                _touch_ptes(s, ent, i, n)
             fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
             need = (fid == -1) | ((bits & P_SWAP) != 0)
             if write:
@@ -86,6 +122,7 @@ def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
         r = faultin_page(s, vma, addr, write)
         if r:
             return r
+        follow_touch(s, mm, addr, write)
         addr += 4096
     return 0
 

@@ -234,8 +234,10 @@ def folio_mark_lazyfree(s: System, f: int) -> None:
 
 
 def madvise_populate(s: System, mm: MM, start: int, end: int, write: bool) -> int:
-    """``madvise_populate``: fault the range in (write faults for POPULATE_WRITE)."""
-    from foliosim.mm.gup import faultin_page
+    """``madvise_populate`` -> ``faultin_page_range``: fault the range in (write faults for
+    POPULATE_WRITE), following every page with FOLL_TOUCH (a write populate re-dirties what is
+    mapped writable, :func:`~foliosim.mm.gup.follow_touch`)."""
+    from foliosim.mm.gup import faultin_page, follow_touch
 
     addr = start
     while addr < end:
@@ -249,6 +251,7 @@ def madvise_populate(s: System, mm: MM, start: int, end: int, write: bool) -> in
             r = faultin_page(s, vma, a, write)
             if r:
                 return ENOMEM
+            follow_touch(s, mm, a, write)
         addr = hi
     return 0
 
