@@ -24,6 +24,7 @@ from mmhelpers import (
 )
 
 from foliosim.mm.folio import HUGE_ZERO_FID
+from foliosim.mm.mm_types import VM_ACCOUNT
 from foliosim.mm.pgtable import PmdLeaf
 
 EINVAL, ENOMEM, EFAULT, EAGAIN = -22, -12, -14, -11
@@ -131,6 +132,113 @@ def test_collapse_inside_one_pmd_block_is_einval() -> None:
     assert p.write(a, 4 * MB, 1) == 0
     assert p.madvise(a + 512 * KB, MB, "collapse") == EINVAL
     assert p.madvise(a + MB, MB, "collapse") == 0
+
+
+# -- mremap: mm/mremap.c do_mremap, remap_move, check_prep_vma, mremap_to, shrink_vma ------------
+def test_mremap_shrink_across_two_vmas_unmaps_the_tail_first() -> None:
+    """``check_prep_vma`` checks only the kept ``new_len`` against the first VMA when
+    shrinking; ``shrink_vma`` unmaps the tail across VMAs, then one VMA moves (live: 0;
+    finding fuzz-mremap-shrink-across-two-vmas)."""
+    s = make_system()
+    p = s.process("main")
+    c_ = region(p, 2 * MB, advice=None)
+    d = region(p, 2 * MB, advice=None, prot="none")
+    assert p.madvise(c_ + 480 * KB, 1492 * KB, "dontfork") == 0
+    assert p.mremap(c_, 2 * MB, 480 * KB, d) == 0
+    assert vmas(p, c_, 2 * MB) == []
+    assert vmas(p, d, 2 * MB) == [(0, 480, "rw-p"), (480, 2048, "---p")]
+
+
+def test_mremap_shrink_across_a_hole() -> None:
+    """As above with a hole in the unmapped tail (live: 0; finding
+    fuzz-mremap-shrink-across-hole). Both pieces at the destination are never faulted, so
+    each took the pgoff of its new place (``copy_vma``) and they merge (live, scenario
+    mremap-shrink-across-hole-observed)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB, advice=None)
+    b = region(p, 2 * MB, advice=None, prot="none")
+    assert p.mremap(a + 896 * KB, 1088 * KB, 1088 * KB, b) == 0
+    assert p.mremap(a, 2 * MB, 512 * KB, b) == 0
+    assert vmas(p, a, 2 * MB) == []
+    assert vmas(p, b, 2 * MB) == [(0, 1088, "rw-p"), (1088, 2048, "---p")]
+
+
+def test_mremap_shrink_or_grow_beyond_the_first_vma_is_efault() -> None:
+    """``check_prep_vma``: "We can't remap across the end of VMAs": a shrink keeping more
+    than the first VMA, or a grow of a range over two VMAs, is -EFAULT and changes nothing
+    (live, scenario mremap-shrink-beyond-first-vma)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB, advice=None)
+    d = region(p, 4 * MB, advice=None, prot="none")
+    assert p.mprotect(a + MB, MB, "r") == 0
+    assert p.mremap(a, 2 * MB, 1536 * KB, d) == EFAULT
+    assert p.mremap(a, 2 * MB, 3 * MB, d) == EFAULT
+    assert vmas(p, a, 2 * MB) == [(0, 1024, "rw-p"), (1024, 2048, "r--p")]
+    assert vmas(p, d, 4 * MB) == [(0, 4096, "---p")]
+
+
+def test_mremap_move_of_a_vma_and_a_hole_moves_the_vma() -> None:
+    """``remap_move``: only a hole at the start of the range is -EFAULT; the VMA moves and the
+    destination after it keeps what was mapped there (live: 0; finding
+    fuzz-mremap-move-across-vma-and-hole)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 8 * MB, advice=None)
+    d = region(p, 4608 * KB, advice=None, prot="none")
+    assert p.mremap(a + 4 * MB, 4 * MB, 4 * MB, d) == 0
+    assert p.mremap(a + 2 * MB, 3888 * KB, 3888 * KB, d) == 0
+    assert vmas(p, a, 8 * MB) == [(0, 2048, "rw-p")]
+    assert vmas(p, d, 4608 * KB) == [(0, 4096, "rw-p"), (4096, 4608, "---p")]
+
+
+def test_mremap_move_keeps_the_gaps_between_vmas() -> None:
+    """``remap_move`` maps each VMA at the offset it had from the start, and unmaps only
+    those pieces at the destination: the hole's place keeps the reservation (live, scenario
+    mremap-move-vma-hole-vma)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 6 * MB, advice=None)
+    assert p.write(a, 6 * MB, 1) == 0
+    assert p.munmap(a + 2 * MB, MB) == 0
+    d = region(p, 6 * MB, advice=None, prot="none")
+    assert p.mremap(a, 6 * MB, 6 * MB, d) == 0
+    assert vmas(p, a, 6 * MB) == []
+    assert vmas(p, d, 6 * MB) == [(0, 2048, "rw-p"), (2048, 3072, "---p"),
+                                  (3072, 6144, "rw-p")]
+    pg = pages(p, d, 6 * MB)
+    assert [x.state for x in pg[512:768]] == ["none"] * 256
+    assert all(x.state == "present" and x.value == 1 for x in pg[:512] + pg[768:])
+
+
+def test_mprotect_none_of_a_never_faulted_vma_drops_vm_account() -> None:
+    """``mprotect_fixup``: made unwritable while it has no anon_vma, a private VMA gives its
+    charge back (VM_ACCOUNT cleared); one with an anon_vma keeps it."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB, advice=None)
+    b = region(p, 2 * MB, advice=None)
+    assert p.write(b, 4 * KB, 1) == 0
+    assert p.mprotect(a, 2 * MB, "none") == 0
+    assert p.mprotect(b, 2 * MB, "none") == 0
+    assert not p.mm.vma_at(a).flags & VM_ACCOUNT
+    assert p.mm.vma_at(b).flags & VM_ACCOUNT
+    assert p.mprotect(a, 2 * MB, "rw") == 0
+    assert p.mm.vma_at(a).flags & VM_ACCOUNT  # charged again when made writable
+
+
+def test_mremap_of_a_protnone_never_faulted_range_merges_with_the_reservation() -> None:
+    """Without VM_ACCOUNT (above) the moved piece has a PROT_NONE reservation's flags; as it
+    has no anon_vma, ``copy_vma`` gives it the pgoff of its new place, so it merges with the
+    rest of the reservation (live: one VMA; finding fuzz-mremap-protnone-merges-with-reserve)."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 2 * MB, advice=None)
+    b = region(p, 2 * MB, advice=None, prot="none")
+    assert p.mprotect(a, 2 * MB, "none") == 0
+    assert p.mremap(a, 64 * KB, 64 * KB, b) == 0
+    assert vmas(p, b, 2 * MB) == [(0, 2048, "---p")]
 
 
 # -- mprotect of a VM_LOCKONFAULT range: mm/mprotect.c mprotect_fixup, mm/gup.c -------------------

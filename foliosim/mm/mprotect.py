@@ -33,10 +33,17 @@ def do_mprotect(s: System, mm: MM, start: int, length: int, prot: str) -> int:
 
 
 def mprotect_fixup(s: System, vma: VMA, start: int, end: int, newflags: int) -> None:
-    """``mprotect_fixup``: a private mapping made writable is charged (VM_ACCOUNT); the VMA is
-    split or merged, then the page tables follow (``change_protection``)."""
-    if newflags & VM_WRITE and not vma.flags & (VM_ACCOUNT | VM_WRITE | VM_NORESERVE):
-        newflags |= VM_ACCOUNT
+    """``mprotect_fixup``: a private mapping made writable is charged (VM_ACCOUNT); one made
+    unwritable gives the charge back (loses VM_ACCOUNT) only while it has no anon_vma yet, so
+    a never-faulted PROT_NONE'd VMA has the flags of a PROT_NONE mapping and can merge with
+    one. The VMA is split or merged, then the page tables follow (``change_protection``); a
+    private VM_LOCKED VMA becoming writable is populated (``populate_vma_page_range``, which
+    does nothing for VM_LOCKONFAULT)."""
+    if newflags & VM_WRITE:
+        if not vma.flags & (VM_ACCOUNT | VM_WRITE | VM_NORESERVE):
+            newflags |= VM_ACCOUNT
+    elif vma.flags & VM_ACCOUNT and vma.anon_vma is None:
+        newflags &= ~VM_ACCOUNT
     if newflags == vma.flags:
         return
     oldflags = vma.flags

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from foliosim.mm import huge_memory
-from foliosim.mm.mm_types import MM, VM_LOCKED, VM_LOCKONFAULT, VMA
+from foliosim.mm.mm_types import MM, VM_LOCKED, VMA
 from foliosim.mm.pgtable import PMD_SIZE, PmdLeaf, PteTable
 from foliosim.mm.vma import split_vma, try_merge_around
 
@@ -17,43 +17,65 @@ EINVAL, EFAULT, ENOMEM = -22, -14, -12
 
 
 def do_mremap(s: System, mm: MM, src: int, old_len: int, new_len: int, dst: int) -> int:
-    """``mremap_to``: unmap the destination, shrink the source if asked, then move. A move of
-    several VMAs is allowed only when the length does not change (6.17+)."""
-    from foliosim.mm.mmap import do_munmap
-
-    if new_len == 0 or old_len == 0:
+    """``do_mremap`` with MREMAP_MAYMOVE | MREMAP_FIXED. ``check_mremap_params``: a zero new
+    length or overlapping ranges are -EINVAL. Same length (``vrm_move_only``):
+    ``remap_move``. Otherwise the range must start in a VMA (``vma_lookup``) and
+    ``check_prep_vma`` wants the part that is kept (``new_len`` when shrinking, the whole
+    ``old_len`` when growing) inside that VMA, else -EFAULT; ``mremap_to`` then unmaps the
+    destination, a shrink unmaps the source's tail first (``shrink_vma``, across any VMAs and
+    holes) and the rest moves as one VMA (``move_vma``); growing an mlocked VMA populates the
+    new tail (``populate_expand``)."""
+    if new_len == 0:
         return EINVAL
     if dst < src + old_len and src < dst + new_len:
-        return EINVAL  # overlapping ranges
-    first = mm.vma_at(src)
-    if first is None:
-        return EFAULT
-    if new_len != old_len and src + old_len > first.end:
-        return EFAULT
+        return EINVAL  # vrm_overlaps
     if new_len == old_len:
-        addr = src
-        for vma in mm.vmas_in(src, src + old_len):
-            if vma.start > addr:
-                return EFAULT
-            addr = vma.end
-        if addr < src + old_len:
-            return EFAULT
+        return remap_move(s, mm, src, old_len, dst)
+    vma = mm.vma_at(src)
+    if vma is None:
+        return EFAULT
+    if old_len == 0:
+        return EINVAL  # duplicating a private mapping
+    kept = min(old_len, new_len)
+    if kept > vma.end - src:
+        return EFAULT  # we can't remap across the end of VMAs
+    from foliosim.mm.mmap import do_munmap
+
     do_munmap(s, mm, dst, new_len)
     if new_len < old_len:
-        do_munmap(s, mm, src + new_len, old_len - new_len)
+        do_munmap(s, mm, src + new_len, old_len - new_len)  # shrink_vma
+        vma = mm.vma_at(src)
+        if vma is None:
+            return EFAULT
         old_len = new_len
-    pieces = [v for v in mm.vmas_in(src, src + old_len)]
-    grow_from = None
-    for vma in pieces:
-        lo, hi = max(src, vma.start), min(src + old_len, vma.end)
-        extra = new_len - old_len if hi == src + old_len else 0
-        new = move_vma(s, vma, lo, hi, dst + (lo - src), extra)
-        if extra and new.flags & VM_LOCKED and not new.flags & VM_LOCKONFAULT:
-            grow_from = (dst + old_len, dst + new_len)
-    if grow_from:
+    new = move_vma(s, vma, src, src + old_len, dst, new_len - old_len)
+    if new_len > old_len and new.flags & VM_LOCKED:
         from foliosim.mm.gup import mm_populate
 
-        mm_populate(s, mm, grow_from[0], grow_from[1], ignore_errors=True)
+        mm_populate(s, mm, dst + old_len, dst + new_len, ignore_errors=True)
+    return 0
+
+
+def remap_move(s: System, mm: MM, src: int, length: int, dst: int) -> int:
+    """``remap_move``: move every VMA of ``[src, src + length)`` (split as needed), each to the
+    same offset from ``dst`` as it had from ``src``; only a hole at the start of the range is
+    -EFAULT (as is a range without any VMA): holes further on are skipped and their places at
+    the destination keep what was mapped there, since only each moved VMA's own destination
+    range is unmapped (``mremap_to`` per VMA)."""
+    from foliosim.mm.mmap import do_munmap
+
+    end = src + length
+    pieces = mm.vmas_in(src, end)
+    if not pieces or pieces[0].start > src:
+        return EFAULT
+    for vma in pieces:
+        lo, hi = max(src, vma.start), min(end, vma.end)
+        to = dst + (lo - src)
+        do_munmap(s, mm, to, hi - lo)
+        cur = mm.vma_at(lo)
+        if cur is None:
+            return EFAULT
+        move_vma(s, cur, lo, hi, to, 0)
     return 0
 
 
