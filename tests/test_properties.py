@@ -357,13 +357,21 @@ class ModelMachine(RuleBasedStateMachine):
         new_pages = data.draw(st.one_of(st.just(length // PAGE), st.integers(1, room)),
                               label="new_length pages")
         new_len = max(1, min(new_pages, room)) * PAGE
+        base = self.addr(proc, region, 0)
+        parts = self.vma_parts(proc, base + off, base + off + length)
         r = self.do({"op": "mremap", "proc": proc, "region": region, "offset": off,
                      "length": length, "to": to, "to_offset": to_off, "new_length": new_len})
         if r != 0:
             return
         sh = self.shadow[proc]
         kept = min(length, new_len)
-        sh.move(region, off, to, to_off, kept)
+        if new_len == length:
+            # remap_move: each VMA piece moves to its own place at the destination; what a
+            # hole in the source faces at the destination stays as it was
+            for lo, hi, _ in parts:
+                sh.move(region, lo - base, to, to_off + (lo - base - off), hi - lo)
+        else:
+            sh.move(region, off, to, to_off, kept)
         sh.clear(region, off, length)
         if new_len > kept:
             sh.clear(to, to_off + kept, new_len - kept)

@@ -44,10 +44,10 @@ def do_mremap(s: System, mm: MM, src: int, old_len: int, new_len: int, dst: int)
     do_munmap(s, mm, dst, new_len)
     if new_len < old_len:
         do_munmap(s, mm, src + new_len, old_len - new_len)  # shrink_vma
-        vma = mm.vma_at(src)
-        if vma is None:
-            return EFAULT
         old_len = new_len
+    vma = mm.vma_at(src)  # unmapping the destination may have split the source's VMA
+    if vma is None:
+        return EFAULT
     new = move_vma(s, vma, src, src + old_len, dst, new_len - old_len)
     if new_len > old_len and new.flags & VM_LOCKED:
         from foliosim.mm.gup import mm_populate
