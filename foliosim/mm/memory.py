@@ -553,20 +553,46 @@ def folio_needs_cow_for_dma(s: System, vma: VMA, f: int) -> bool:
 
 def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
     """``copy_page_range``: share every mapped page with the child, write-protected in both;
-    exclusive pages of maybe-pinned folios are copied for the child instead."""
+    exclusive pages of maybe-pinned folios are copied for the child instead. Without pins
+    (``folio_needs_cow_for_dma`` false everywhere) the folio side of the PMD copies is done
+    at once after the walk (:func:`_copy_huge_pmds_bulk`)."""
     smm, dmm = src.mm, dst.mm
+    bulk = not s.tracing and not smm.has_pinned
+    shared: list[int] = []
     for slot in range(src.start >> 21, ((src.end - 1) >> 21) + 1):
         ent = smm.pmd.get(slot)
         if ent is None:
             continue
-        lo = max(src.start, slot << 21)
-        hi = min(src.end, (slot + 1) << 21)
         if isinstance(ent, PmdLeaf):
+            if bulk and ent.fid >= 0:
+                ent.bits &= 0xFF ^ P_WRITE
+                dmm.pmd[slot] = PmdLeaf(ent.fid, ent.bits)
+                shared.append(ent.fid)
+                continue
             if huge_memory.copy_huge_pmd(s, dst, src, slot, ent) == 0:
                 continue
             ent = smm.pmd.get(slot)
+        lo = max(src.start, slot << 21)
+        hi = min(src.end, (slot + 1) << 21)
         copy_pte_range(s, dst, src, ent, lo, hi)
-    del dmm
+    if shared:
+        _copy_huge_pmds_bulk(s, dst, np.array(shared, np.int64))
+
+
+def _copy_huge_pmds_bulk(s: System, dst: VMA, f: np.ndarray) -> None:
+    """The folio side of ``copy_huge_pmd`` for PMD-mapped THPs that cannot be pinned, done at
+    once: PageAnonExclusive of the head cleared, one more entire mapping (to the child's mm
+    slot) and reference."""
+    F = s.folios
+    if F.pages:
+        for g in f.tolist():
+            if g in F.pages and F.flags[g] & PG_ANON_EXCLUSIVE:
+                F.pages[g].pae[:] = False
+    F.flags[f] &= ~PG_ANON_EXCLUSIVE
+    F.entire[f] += 1
+    rmap.mm_add_many(s, f, dst.mm.id, 1)
+    F.ref[f] += 1
+    dst.mm.anon_pages += 512 * len(f)
 
 
 def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: int) -> None:
@@ -581,6 +607,8 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
     i = (lo >> 12) & 511
     iend = i + ((hi - lo) >> 12)
     handled = _copy_small_and_zero_ptes(s, dst, src, spt, dpt, i, iend)
+    if not src.mm.has_pinned and not s.tracing:
+        _copy_whole_large_ptes(s, dst, spt, dpt, i, iend, handled)
     while i < iend:
         f = int(spt.fid[i])
         if f == NONE or handled[i]:
@@ -646,6 +674,73 @@ def _copy_small_and_zero_ptes(s: System, dst: VMA, src: VMA, spt: PteTable, dpt:
         dst.mm.anon_pages += len(g)
         handled[j] = True
     return handled
+
+
+def whole_folio_runs(s: System, pt: PteTable, i: int, iend: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The present (not swap, not zero-page) PTE runs in ``[i, iend)`` that each map one
+    whole folio, its pages in order: returns their first slots, folio ids and lengths
+    (order-0 folios are runs of one)."""
+    F = s.folios
+    n = iend - i
+    fids = pt.fid[i:iend]
+    idxs = pt.idx[i:iend]
+    present = (fids >= 0) & ((pt.bits[i:iend] & P_SWAP) == 0)
+    cont = np.zeros(n, bool)
+    cont[1:] = (fids[1:] == fids[:-1]) & (idxs[1:] == idxs[:-1] + 1) & present[1:] \
+        & present[:-1]
+    starts = np.flatnonzero(~cont)
+    lens = np.diff(np.append(starts, n))
+    ok = present[starts] & (idxs[starts] == 0)
+    starts, lens = starts[ok], lens[ok]
+    f = fids[starts].astype(np.int64)
+    nr = np.left_shift(1, F.order[f].astype(np.int64))
+    whole = lens == nr
+    return starts[whole] + i, f[whole], lens[whole]
+
+
+def _uniform(s: System, f: np.ndarray) -> np.ndarray:
+    """Mask of the folios whose per-page state is uniform (no per-page arrays)."""
+    P = s.folios.pages
+    if not P:
+        return np.ones(len(f), bool)
+    return np.fromiter((g not in P for g in f.tolist()), bool, len(f))
+
+
+def _run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Every slot of the runs ``(starts, lens)``."""
+    total = int(lens.sum())
+    first = np.repeat(starts - np.cumsum(lens) + lens, lens)
+    return first + np.arange(total)
+
+
+def _copy_whole_large_ptes(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int,
+                           iend: int, handled: np.ndarray) -> None:
+    """``copy_present_ptes`` for large folios mapped whole by consecutive PTEs here, with
+    uniform per-page state and no pin possible, done at once: PAE cleared, one more uniform
+    page mapcount, ``nr`` more mappings to the child's mm slot and references, both PTE runs
+    write-protected. Marks the slots handled."""
+    F = s.folios
+    starts, f, lens = whole_folio_runs(s, spt, i, iend)
+    big = (lens > 1) & ~handled[starts]
+    if not big.any():
+        return
+    starts, f, lens = starts[big], f[big], lens[big]
+    keep = _uniform(s, f)
+    starts, f, lens = starts[keep], f[keep], lens[keep]
+    if not len(f):
+        return
+    F.flags[f] &= ~PG_ANON_EXCLUSIVE
+    F.ref[f] += lens.astype(np.int32)
+    F.umc[f] += 1
+    rmap.mm_add_many(s, f, dst.mm.id, lens)
+    dst.mm.anon_pages += int(lens.sum())
+    j = _run_positions(starts, lens)
+    spt.bits[j] &= 0xFF ^ P_WRITE
+    dpt.fid[j] = spt.fid[j]
+    dpt.idx[j] = spt.idx[j]
+    dpt.bits[j] = spt.bits[j]
+    handled[j] = True
 
 
 def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k: int,

@@ -59,6 +59,57 @@ def _mm_sub(s: System, f: int, mm_id: int, diff: int) -> None:
         F.flags[f] &= ~PG_MM_SHARED
 
 
+def mm_add_many(s: System, f: np.ndarray, mm_id: int, diff: np.ndarray | int) -> None:
+    """:func:`_mm_add` for many distinct large folios at once (same slot rules)."""
+    F = s.folios
+    diff = np.broadcast_to(np.asarray(diff, np.int32), f.shape)
+    F.large[f] += diff
+    total = F.large[f]
+    m0, m1 = F.mm0[f], F.mm1[f]
+    in0 = m0 == mm_id
+    in1 = ~in0 & (m1 == mm_id)
+    rest = ~in0 & ~in1
+    to0 = rest & (m0 == 0)
+    to1 = rest & ~to0 & (m1 == 0)
+    F.mmc0[f[in0]] += diff[in0]
+    F.mmc1[f[in1]] += diff[in1]
+    F.mm0[f[to0]] = mm_id
+    F.mmc0[f[to0]] = diff[to0]
+    F.mm1[f[to1]] = mm_id
+    F.mmc1[f[to1]] = diff[to1]
+    shared = to1 | (to0 & (total != diff))
+    F.flags[f[shared]] |= PG_MM_SHARED
+
+
+def mm_sub_many(s: System, f: np.ndarray, mm_id: int, diff: np.ndarray | int) -> None:
+    """:func:`_mm_sub` for many distinct large folios at once (same slot rules)."""
+    F = s.folios
+    diff = np.broadcast_to(np.asarray(diff, np.int32), f.shape)
+    F.large[f] -= diff
+    total = F.large[f]
+    in0 = F.mm0[f] == mm_id
+    in1 = ~in0 & (F.mm1[f] == mm_id)
+    g0, g1 = f[in0], f[in1]
+    F.mmc0[g0] -= diff[in0]
+    F.mmc1[g1] -= diff[in1]
+    gone0 = g0[F.mmc0[g0] <= 0]
+    F.mmc0[gone0] = 0
+    F.mm0[gone0] = 0
+    gone1 = g1[F.mmc1[g1] <= 0]
+    F.mmc1[gone1] = 0
+    F.mm1[gone1] = 0
+    # slots still held keep the folio as it was; otherwise one owner of all mappings clears
+    # the shared bit
+    held = np.zeros(len(f), bool)
+    held[np.flatnonzero(in0)[F.mmc0[g0] > 0]] = True
+    held[np.flatnonzero(in1)[F.mmc1[g1] > 0]] = True
+    check = ~held
+    g = f[check]
+    t = total[check]
+    excl = (F.mmc0[g] == t) | (F.mmc1[g] == t)
+    F.flags[g[excl]] &= ~PG_MM_SHARED
+
+
 def _stat_pmd(s: System, delta: int) -> None:
     s.vmstat.count("nr_anon_transparent_hugepages", delta)
 
