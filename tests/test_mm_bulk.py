@@ -1,0 +1,167 @@
+"""The vectorised ("bulk") paths of the model against its per-item reference paths.
+
+Every bulk path applies only when ``System.tracing`` is off (the per-item path explains each
+step), so the same workload run with tracing on and off must leave the same state: every
+mapped page with the same PTE/PMD bits and the same folio state, the same counters. PFNs may
+differ (bulk allocation takes whole blocks), so folios are compared through the pages that
+map them, not by PFN or id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from foliosim.mm.folio import HUGE_ZERO_FID, PG_FREE, ZERO_FID
+from foliosim.mm.pgtable import P_SWAP, PmdLeaf
+from foliosim.mm.system import Process, System, ThpSettings
+
+K, M = 1 << 10, 1 << 20
+
+
+def _folio(F: Any, f: int) -> tuple:
+    slots = sorted(((int(F.mm0[f]), int(F.mmc0[f])), (int(F.mm1[f]), int(F.mmc1[f]))))
+    return (int(F.order[f]), int(F.ref[f]), int(F.pin[f]), int(F.entire[f]), int(F.large[f]),
+            int(F.nr_mapped[f]), int(F.flags[f]), int(F.mlock_count[f]), int(F.index[f]),
+            int(F.anon_vma[f]), tuple(slots))
+
+
+def state(s: System) -> dict[str, Any]:
+    """A canonical picture of the system: per process and mapped page, its entry bits and its
+    folio's state as seen from that page; counters; live folio count."""
+    F = s.folios
+    out: dict[str, Any] = {"events": dict(s.vmstat.events), "live": F.live,
+                           "free_pages": s.buddy.free_pages(),
+                           "queued": len(s.deferred_queue)}
+    for name, p in sorted(s.processes.items()):
+        mm = p.mm
+        pages = []
+        for slot in sorted(mm.pmd):
+            ent = mm.pmd[slot]
+            if isinstance(ent, PmdLeaf):
+                if ent.fid == HUGE_ZERO_FID:
+                    pages.append((slot, "hzero", ent.bits))
+                else:
+                    assert not F.flags[ent.fid] & PG_FREE
+                    pages.append((slot, "pmd", ent.bits, _folio(F, ent.fid),
+                                  F.pae(ent.fid, 0), F.value(ent.fid, 0)))
+                continue
+            for i in range(512):
+                f = int(ent.fid[i])
+                if f == -1:
+                    continue
+                b = int(ent.bits[i])
+                if b & P_SWAP:
+                    pages.append((slot, i, "swap", b))
+                elif f == ZERO_FID:
+                    pages.append((slot, i, "zero", b))
+                else:
+                    k = int(ent.idx[i])
+                    assert not F.flags[f] & PG_FREE
+                    pages.append((slot, i, b, k, _folio(F, f), F.pae(f, k),
+                                  F.page_mapcount(f, k), F.value(f, k)))
+        out[name] = (pages, mm.anon_pages, [(v.start, v.end, v.flags) for v in mm.vmas])
+    return out
+
+
+def twin(work: Callable[[System, Process], None], **settings: Any) -> None:
+    """Run ``work`` with tracing on (per-item paths) and off (bulk paths); same state."""
+    states = []
+    for trace in (True, False):
+        s = System(ThpSettings(**settings), trace=trace)
+        work(s, s.process("main"))
+        states.append(state(s))
+    ref, bulk = states
+    assert ref.keys() == bulk.keys()
+    for key in ref:
+        assert ref[key] == bulk[key], key
+
+
+MIX = {"enabled": "madvise", "sizes": {"64K": "madvise", "2M": "inherit"}}
+
+
+def _populate(p: Process, size: int = 8 * M) -> list[int]:
+    """A THP region, a 64K mTHP region, a small-page region."""
+    thp = p.mmap_region(size)
+    p.madvise(thp, size, "hugepage")
+    p.write(thp, size, 1)
+    mthp = p.mmap_region(size)
+    for off in range(0, size, 2 * M):
+        p.write(mthp + off, 4 * K, 2)
+    p.madvise(mthp, size, "hugepage")
+    p.write(mthp, size, 3)
+    small = p.mmap_region(size)
+    p.madvise(small, size, "nohugepage")
+    p.write(small, size, 4)
+    return [thp, mthp, small]
+
+
+def test_fork_then_child_exit() -> None:
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        c = p.fork("child")
+        for a in regions:
+            c.write(a + 12 * K, 40 * K, 7)
+        c.exit()
+    twin(work, **MIX)
+
+
+def test_fork_then_parent_writes_and_unmaps() -> None:
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        c = p.fork("child")
+        for a in regions:
+            p.write(a + 2 * M - 64 * K, 256 * K, 8)
+            p.munmap(a + 3 * M + 4 * K, 1 * M)
+            c.write(a, 64 * K, 9)
+        s.shrink()
+        p.fork("grandchild")
+        c.exit()
+        s.shrink()
+    twin(work, **MIX)
+
+
+def test_exit_of_the_only_mapper() -> None:
+    def work(s: System, p: Process) -> None:
+        _populate(p)
+        c = p.fork("child")
+        p.exit()
+        c.munmap(c.mm.vmas[0].start, 1 * M)
+    twin(work, **MIX)
+
+
+@pytest.mark.parametrize("advice", ["dontneed", "free", "cold", "pageout"])
+def test_madvise_after_fork(advice: str) -> None:
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        c = p.fork("child")
+        for a in regions:
+            p.madvise(a + 1 * M + 8 * K, 3 * M, advice)
+        c.exit()
+        s.shrink()
+    twin(work, **MIX, swap="file")
+
+
+def test_mlock_munlock_and_cow() -> None:
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        c = p.fork("child")
+        for a in regions:
+            p.mlock(a + 1 * M - 8 * K, 2 * M)
+            p.write(a + 1 * M, 64 * K, 5)
+            p.munlock(a + 1 * M - 8 * K, 2 * M)
+        c.exit()
+    twin(work, **MIX)
+
+
+def test_underused_split_by_shrinker() -> None:
+    def work(s: System, p: Process) -> None:
+        a = p.mmap_region(8 * M)
+        p.madvise(a, 8 * M, "hugepage")
+        p.write(a, 8 * M, 0)
+        p.write(a + 2 * M, 1 * M, 6)
+        s.shrink()
+        p.write(a, 8 * M, 3)
+    twin(work, **MIX, max_ptes_none=409)
