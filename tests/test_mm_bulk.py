@@ -165,3 +165,19 @@ def test_underused_split_by_shrinker() -> None:
         s.shrink()
         p.write(a, 8 * M, 3)
     twin(work, **MIX, max_ptes_none=409)
+
+
+def test_writes_and_mlock_after_the_child_exits() -> None:
+    """Write-protected pages of folios the parent alone maps again: reused in runs."""
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        c = p.fork("child")
+        c.write(regions[1], 128 * K, 5)
+        c.exit()
+        for a in regions:
+            p.write(a + 1 * M - 8 * K, 2 * M + 20 * K, 6)
+            p.mlock(a + 4 * M, 1 * M)
+        c2 = p.fork("child2")
+        p.mlock(regions[0] + 6 * M, 1 * M)
+        c2.mlock(regions[2] + 6 * M, 1 * M)
+    twin(work, **MIX)

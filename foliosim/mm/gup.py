@@ -119,6 +119,11 @@ def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
                 if m:
                     addr += m << 12
                     continue
+            elif write and fid[j] >= 0:
+                m = memory.do_wp_pages_bulk(s, vma, ent, addr, nxt)
+                if m:  # now writable and dirty: nothing left to touch
+                    addr += m << 12
+                    continue
         r = faultin_page(s, vma, addr, write)
         if r:
             return r

@@ -272,6 +272,162 @@ def do_wp_page(s: System, vma: VMA, pt: PteTable, addr: int, unshare: bool) -> i
     return wp_page_copy(s, vma, pt, addr)
 
 
+def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int) -> int:
+    """Write faults over ``[addr, end)`` (one PMD slot, one VMA) where ``alloc_anon_folio``
+    picks an mTHP order: each naturally aligned block of the highest allowed order from the
+    one holding ``addr`` that lies in the VMA and is entirely pte_none gets a new folio of
+    that order (``do_anonymous_page``), all at once, with the same counters and mlock; the
+    pages read zero until the caller stores. Stops at the first block that does not qualify.
+    Returns the pages mapped from ``addr`` (0: take the one-by-one path)."""
+    if s.tracing:
+        return 0
+    mm = vma.mm
+    slot = addr >> 21
+    ent = mm.pmd.get(slot)
+    if isinstance(ent, PmdLeaf):
+        return 0
+    if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault") \
+            and huge_memory.thp_vma_suitable_order(vma, addr, 9):
+        return 0
+    orders = huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault")
+    if not orders:
+        return 0
+    o = orders[0]
+    nr = 1 << o
+    size = 4096 << o
+    a0 = addr & ~(size - 1)
+    lo = max(a0, vma.start)
+    if lo != a0 or s.alloc_fails(o):
+        return 0
+    hi = min(((end - 1) | (size - 1)) + 1, vma.end, (slot + 1) << 21)
+    nblk = (hi - a0) // size
+    if nblk < 2 or s.buddy.free_pages() < 4 * nblk * nr:
+        return 0
+    if ent is None:
+        ent = PteTable()
+        mm.pmd[slot] = ent
+    i0 = (a0 >> 12) & 511
+    none = (ent.fid[i0:i0 + nblk * nr] == NONE).reshape(nblk, nr).all(axis=1)
+    nblk = nblk if none.all() else int(none.argmin())
+    if nblk < 2:
+        return 0
+    anon_vma_prepare(vma)
+    F = s.folios
+    f = F.new_many([s.buddy.alloc(o) for _ in range(nblk)], o)
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+    if vma.flags & VM_LOCKED:
+        flags |= PG_MLOCKED | PG_UNEVICTABLE
+        F.mlock_count[f] = 1
+        s.vmstat.count("nr_mlock", nr * nblk)
+        s.vmstat.count("unevictable_pgs_mlocked", nr * nblk)
+        s.vmstat.count("unevictable_pgs_culled", nr * nblk)
+    F.flags[f] = flags
+    F.ref[f] = nr
+    F.umc[f] = 1
+    F.nr_mapped[f] = nr
+    F.large[f] = nr
+    F.mm0[f] = mm.id
+    F.mmc0[f] = nr
+    F.anon_vma[f] = vma.anon_vma.id
+    F.index[f] = vma.linear_page_index(a0) + nr * np.arange(nblk, dtype=np.int64)
+    j = slice(i0, i0 + nblk * nr)
+    ent.fid[j] = np.repeat(f, nr)
+    ent.idx[j] = np.tile(_arange(nr), nblk)
+    ent.bits[j] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    mm.anon_pages += nr * nblk
+    s.vmstat.count_mthp(o, "anon_fault_alloc", nblk)
+    s.vmstat.count_mthp(o, "nr_anon", nblk)
+    return (a0 + nblk * size - addr) >> 12
+
+
+def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> int:
+    """Write faults (``do_wp_page``) on the run of present, write-protected PTEs of order-0
+    anon folios from ``addr`` (at most to ``end``, within one table), done at once: a page
+    that is PageAnonExclusive, or whose folio has no other reference, is reused (made
+    exclusive and writable); the others are copied into new exclusive order-0 folios
+    (``wp_page_copy``), the old folio losing this mapping and a reference. Folios in the swap
+    cache stop the run. Returns the pages handled (0: take the one-by-one path)."""
+    if s.tracing or s.alloc_fails(0):
+        return 0
+    F = s.folios
+    i = (addr >> 12) & 511
+    n = (end - addr) >> 12
+    fids = pt.fid[i:i + n]
+    bits = pt.bits[i:i + n]
+    f0 = int(fids[0])
+    if f0 >= 0 and F.order[f0] > 0:
+        return _wp_reuse_large_run(s, pt, i, n, f0)
+    safe = np.where(fids >= 0, fids, 0)
+    fl = F.flags[safe]
+    ok = (fids >= 0) & ((bits & (P_WRITE | P_SWAP)) == 0) & (F.order[safe] == 0) \
+        & ((fl & PG_ANON) != 0) & ((fl & PG_SWAPCACHE) == 0)
+    run = n if ok.all() else int(ok.argmin())
+    if run < 2:
+        return 0
+    f = fids[:run].astype(np.int64)
+    if len(np.unique(f)) != run:
+        return 0
+    fl = fl[:run]
+    reuse = ((fl & PG_ANON_EXCLUSIVE) != 0) | (F.ref[f] == 1)
+    anon_vma_prepare(vma)
+    r = f[reuse]
+    F.anon_vma[r[(fl[reuse] & PG_ANON_EXCLUSIVE) == 0]] = vma.anon_vma.id  # folio_move_anon_rmap
+    F.flags[r] |= PG_ANON_EXCLUSIVE
+    pos = np.flatnonzero(~reuse)
+    if len(pos):
+        old = f[pos]
+        k = len(old)
+        new = F.new_many(s.buddy.alloc_many(k))
+        flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+        locked = bool(vma.flags & VM_LOCKED)
+        if locked:
+            flags |= PG_MLOCKED | PG_UNEVICTABLE
+            F.mlock_count[new] = 1
+            s.vmstat.count("nr_mlock", k)
+            s.vmstat.count("unevictable_pgs_mlocked", k)
+            s.vmstat.count("unevictable_pgs_culled", k)
+        F.flags[new] = flags
+        F.large[new] = 1
+        F.anon_vma[new] = vma.anon_vma.id
+        F.index[new] = vma.linear_page_index(addr) + pos
+        F.val[new] = F.val[old]
+        pt.fid[i + pos] = new
+        pt.idx[i + pos] = 0
+        F.large[old] -= 1
+        if locked:
+            mlock.munlock_folios_small(s, old)
+        F.ref[old] -= 1
+    pt.bits[i:i + run] |= P_WRITE | P_DIRTY
+    return run
+
+
+def _wp_reuse_large_run(s: System, pt: PteTable, i: int, n: int, f: int) -> int:
+    """``do_wp_page`` on the run of write-protected PTEs from slot ``i`` that map pages of the
+    large anon folio ``f``, when ``wp_can_reuse_anon_folio`` allows reuse: reuse changes no
+    mapcount or reference, so it holds for every page of the run, and each page becomes
+    PageAnonExclusive and its PTE writable (``wp_page_reuse``). Returns the pages handled (0:
+    not reusable, or not anon: take the one-by-one path)."""
+    F = s.folios
+    if not F.flags[f] & PG_ANON or F.flags[f] & PG_SWAPCACHE:
+        return 0
+    if int(F.large[f]) <= 1 or F.maybe_mapped_shared(f) or int(F.large[f]) != int(F.ref[f]):
+        return 0
+    fids = pt.fid[i:i + n]
+    ok = (fids == f) & ((pt.bits[i:i + n] & (P_WRITE | P_SWAP)) == 0)
+    run = n if ok.all() else int(ok.argmin())
+    if run < 1:
+        return 0
+    ks = pt.idx[i:i + run]
+    if f not in F.pages and run == F.nr(f) and (ks == _arange(run)).all():
+        F.flags[f] |= PG_ANON_EXCLUSIVE
+    else:
+        F.arrays(f).pae[ks] = True
+        if (ks == 0).any():
+            F.flags[f] |= PG_ANON_EXCLUSIVE
+    pt.bits[i:i + run] |= P_WRITE | P_DIRTY
+    return run
+
+
 def wp_can_reuse_anon_folio(s: System, f: int, vma: VMA) -> bool:
     """``wp_can_reuse_anon_folio``: a small folio only with refcount 1 (after dropping the
     swapcache); a large one via ``__wp_can_reuse_large_anon_folio`` (6.15+): mapped more than
@@ -457,10 +613,17 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> No
     iend = i + ((end - start) >> 12)
     if iend - i > 8 and not s.tracing and not vma.flags & VM_LOCKED:
         zap_small_exclusive_bulk(s, vma, pt, i, iend)
+        zap_mapped_elsewhere_bulk(s, vma, pt, i, iend)
+    todo = np.flatnonzero(pt.fid[i:iend] != NONE)
+    if not len(todo):
+        return
+    i0 = i
+    i = i0 + int(todo[0])
     while i < iend:
         f = int(pt.fid[i])
         if f == NONE:
-            i += 1
+            nxt = todo[np.searchsorted(todo, i - i0, "right"):]
+            i = i0 + int(nxt[0]) if len(nxt) else iend
             continue
         if pt.bits[i] & P_SWAP:
             from foliosim.mm.swap import free_swap_entry
@@ -509,6 +672,43 @@ def zap_small_exclusive_bulk(s: System, vma: VMA, pt: PteTable, i: int, iend: in
     F.flags[f] = PG_FREE
     F.free_ids.extend(f.tolist())
     F.live -= len(f)
+
+
+def zap_mapped_elsewhere_bulk(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
+    """``zap_pte_range`` at once for folios that stay mapped elsewhere and keep a reference
+    (after a fork, say): order-0 folios mapped more than once, and large folios mapped whole
+    here by a run of PTEs (uniform per-page state) and also elsewhere. Each loses this
+    mapping and its references; none is freed, none becomes partially mapped, nothing is
+    queued and no counter moves (so ``folio_remove_rmap_ptes`` + ``folio_put`` per batch)."""
+    F = s.folios
+    starts, f, lens = whole_folio_runs(s, pt, i, iend)
+    if not len(f):
+        return
+    nr = lens.astype(np.int32)
+    order0 = nr == 1
+    # order 0: another mapping and another reference remain
+    ok = order0 & (F.large[f] >= 2) & (F.ref[f] >= 2)
+    # large: every page mapped here and elsewhere too (uniform mapcount >= 2), references
+    # beyond this run's; no per-page arrays
+    big = ~order0
+    if big.any():
+        ok |= big & (F.umc[f] >= 2) & (F.ref[f] > nr) & uniform_mask(s, f)
+    if not ok.any():
+        return
+    starts, f, nr = starts[ok], f[ok], nr[ok]
+    if len(np.unique(f)) != len(f):
+        return  # a folio mapped twice here: leave it to the per-batch path
+    j = run_positions(starts, nr)
+    pt.fid[j] = NONE
+    pt.bits[j] = 0
+    vma.mm.anon_pages -= len(j)
+    F.ref[f] -= nr
+    small = nr == 1
+    F.large[f[small]] -= 1
+    g = f[~small]
+    if len(g):
+        F.umc[g] -= 1
+        rmap.mm_sub_many(s, g, vma.mm.id, nr[~small])
 
 
 def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
@@ -609,11 +809,11 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
     handled = _copy_small_and_zero_ptes(s, dst, src, spt, dpt, i, iend)
     if not src.mm.has_pinned and not s.tracing:
         _copy_whole_large_ptes(s, dst, spt, dpt, i, iend, handled)
-    while i < iend:
-        f = int(spt.fid[i])
-        if f == NONE or handled[i]:
-            i += 1
+    todo = np.flatnonzero((spt.fid[i:iend] != NONE) & ~handled[i:iend]) + i
+    for i in todo.tolist():
+        if handled[i]:
             continue
+        f = int(spt.fid[i])
         if spt.bits[i] & P_SWAP:
             from foliosim.mm.swap import swap_duplicate
 
@@ -621,12 +821,10 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
             dpt.fid[i] = f
             dpt.bits[i] = spt.bits[i]
             dmm.swap_ents += 1
-            i += 1
             continue
         if f == ZERO_FID:
             dpt.fid[i] = ZERO_FID
             dpt.bits[i] = 0
-            i += 1
             continue
         k = int(spt.idx[i])
         n = folio_pte_batch(s, spt, i, f, iend - i)
@@ -639,7 +837,7 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
                     _share(s, dst, spt, dpt, i + j, f, k + j, 1)
         else:
             _share(s, dst, spt, dpt, i, f, k, n)
-        i += n
+        handled[i:i + n] = True
 
 
 def _copy_small_and_zero_ptes(s: System, dst: VMA, src: VMA, spt: PteTable, dpt: PteTable,
@@ -699,7 +897,7 @@ def whole_folio_runs(s: System, pt: PteTable, i: int, iend: int
     return starts[whole] + i, f[whole], lens[whole]
 
 
-def _uniform(s: System, f: np.ndarray) -> np.ndarray:
+def uniform_mask(s: System, f: np.ndarray) -> np.ndarray:
     """Mask of the folios whose per-page state is uniform (no per-page arrays)."""
     P = s.folios.pages
     if not P:
@@ -707,7 +905,7 @@ def _uniform(s: System, f: np.ndarray) -> np.ndarray:
     return np.fromiter((g not in P for g in f.tolist()), bool, len(f))
 
 
-def _run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Every slot of the runs ``(starts, lens)``."""
     total = int(lens.sum())
     first = np.repeat(starts - np.cumsum(lens) + lens, lens)
@@ -726,16 +924,16 @@ def _copy_whole_large_ptes(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i:
     if not big.any():
         return
     starts, f, lens = starts[big], f[big], lens[big]
-    keep = _uniform(s, f)
+    keep = uniform_mask(s, f)
     starts, f, lens = starts[keep], f[keep], lens[keep]
-    if not len(f):
+    if not len(f) or len(np.unique(f)) != len(f):
         return
     F.flags[f] &= ~PG_ANON_EXCLUSIVE
     F.ref[f] += lens.astype(np.int32)
     F.umc[f] += 1
     rmap.mm_add_many(s, f, dst.mm.id, lens)
     dst.mm.anon_pages += int(lens.sum())
-    j = _run_positions(starts, lens)
+    j = run_positions(starts, lens)
     spt.bits[j] &= 0xFF ^ P_WRITE
     dpt.fid[j] = spt.fid[j]
     dpt.idx[j] = spt.idx[j]

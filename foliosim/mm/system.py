@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from foliosim.mm import gup, huge_memory, madvise, memory, mlock, mmap, mprotect, mremap
 from foliosim.mm.folio import PG_FREE, ZERO_FID, Folios
 from foliosim.mm.mm_types import MM, VM_READ, VM_WRITE, AnonVma
@@ -275,6 +277,8 @@ class Process:
                 if n:
                     a += n << 12
                     continue
+                if memory.do_wp_pages_bulk(s, vma, ent, a, nxt):
+                    continue  # now writable: stored on the next turn
             if ent is None and nxt - a == PMD_SIZE:
                 big = memory.do_huge_pmd_anonymous_pages_bulk(
                     s, vma, a, min(end, vma.end), value) if self._thp_here(vma, a) else 0
@@ -285,6 +289,8 @@ class Process:
             if n:
                 a += n << 12
                 continue
+            if memory.do_anonymous_mthp_bulk(s, vma, a, nxt):
+                continue  # mapped (reading zero): stored on the next turn
             r = memory.handle_mm_fault(s, vma, a, True)
             if r:
                 return -_errno.ENOMEM
@@ -311,11 +317,21 @@ class Process:
         if (F.order[seg] == 0).all():
             F.val[seg] = value
         else:
+            # whole folios with uniform per-page state take the value in their column;
+            # the rest batch by batch
+            starts, f, lens = memory.whole_folio_runs(self.system, pt, i, i + run)
+            uni = memory.uniform_mask(self.system, f)
+            F.val[f[uni]] = value
+            done = np.zeros(run, bool)
+            done[memory.run_positions(starts[uni] - i, lens[uni])] = True
             j = 0
             while j < run:
-                f = int(seg[j])
-                m = memory.folio_pte_batch(self.system, pt, i + j, f, run - j)
-                F.set_value(f, int(pt.idx[i + j]), m, value)
+                if done[j]:
+                    j += 1
+                    continue
+                f1 = int(seg[j])
+                m = memory.folio_pte_batch(self.system, pt, i + j, f1, run - j)
+                F.set_value(f1, int(pt.idx[i + j]), m, value)
                 j += m
         pt.bits[i:i + run] |= P_DIRTY
         return run
