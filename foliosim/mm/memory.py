@@ -356,7 +356,7 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
     bits = pt.bits[i:i + n]
     f0 = int(fids[0])
     if f0 >= 0 and F.order[f0] > 0:
-        return _wp_reuse_large_run(s, pt, i, n, f0)
+        return _wp_large_run(s, vma, pt, addr, n, f0)
     safe = np.where(fids >= 0, fids, 0)
     fl = F.flags[safe]
     ok = (fids >= 0) & ((bits & (P_WRITE | P_SWAP)) == 0) & (F.order[safe] == 0) \
@@ -401,30 +401,58 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
     return run
 
 
-def _wp_reuse_large_run(s: System, pt: PteTable, i: int, n: int, f: int) -> int:
-    """``do_wp_page`` on the run of write-protected PTEs from slot ``i`` that map pages of the
-    large anon folio ``f``, when ``wp_can_reuse_anon_folio`` allows reuse: reuse changes no
-    mapcount or reference, so it holds for every page of the run, and each page becomes
-    PageAnonExclusive and its PTE writable (``wp_page_reuse``). Returns the pages handled (0:
-    not reusable, or not anon: take the one-by-one path)."""
+def _wp_large_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int, f: int) -> int:
+    """``do_wp_page`` on the run of write-protected PTEs from ``addr`` that map consecutive
+    pages of the large anon folio ``f``:
+
+    - when ``wp_can_reuse_anon_folio`` allows reuse (it changes no mapcount or reference, so
+      it holds for every page of the run), each page becomes PageAnonExclusive and its PTE
+      writable (``wp_page_reuse``);
+    - when the folio is mapped by another mm too (``folio_maybe_mapped_shared``), every page
+      that is not PageAnonExclusive is copied (``wp_page_copy``): the other mm's mappings
+      keep it shared until this run's last copy, so no reuse check in between can succeed.
+
+    Returns the pages handled (0: take the one-by-one path)."""
     F = s.folios
     if not F.flags[f] & PG_ANON or F.flags[f] & PG_SWAPCACHE:
         return 0
-    if int(F.large[f]) <= 1 or F.maybe_mapped_shared(f) or int(F.large[f]) != int(F.ref[f]):
-        return 0
-    fids = pt.fid[i:i + n]
-    ok = (fids == f) & ((pt.bits[i:i + n] & (P_WRITE | P_SWAP)) == 0)
+    i = (addr >> 12) & 511
+    k0 = int(pt.idx[i])
+    n = min(n, F.nr(f) - k0)
+    ok = (pt.fid[i:i + n] == f) & (pt.idx[i:i + n] == k0 + _arange(n)) \
+        & ((pt.bits[i:i + n] & (P_WRITE | P_SWAP)) == 0)
     run = n if ok.all() else int(ok.argmin())
     if run < 1:
         return 0
     ks = pt.idx[i:i + run]
-    if f not in F.pages and run == F.nr(f) and (ks == _arange(run)).all():
-        F.flags[f] |= PG_ANON_EXCLUSIVE
-    else:
-        F.arrays(f).pae[ks] = True
-        if (ks == 0).any():
+    if int(F.large[f]) > 1 and not F.maybe_mapped_shared(f) \
+            and int(F.large[f]) == int(F.ref[f]):
+        if f not in F.pages and run == F.nr(f):
             F.flags[f] |= PG_ANON_EXCLUSIVE
-    pt.bits[i:i + run] |= P_WRITE | P_DIRTY
+        else:
+            F.arrays(f).pae[ks] = True
+            if k0 == 0:
+                F.flags[f] |= PG_ANON_EXCLUSIVE
+        pt.bits[i:i + run] |= P_WRITE | P_DIRTY
+        return run
+    if not F.maybe_mapped_shared(f) or vma.flags & VM_LOCKED or run < 2 \
+            or s.alloc_fails(0):
+        return 0
+    pa = F.pages.get(f)
+    if (pa.pae[ks].any() if pa is not None else F.flags[f] & PG_ANON_EXCLUSIVE):
+        return 0
+    anon_vma_prepare(vma)
+    new = F.new_many(s.buddy.alloc_many(run))
+    F.flags[new] = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+    F.large[new] = 1
+    F.anon_vma[new] = vma.anon_vma.id
+    F.index[new] = vma.linear_page_index(addr) + _arange(run).astype(np.int64)
+    F.val[new] = pa.val[ks] if pa is not None else F.val[f]
+    pt.fid[i:i + run] = new
+    pt.idx[i:i + run] = 0
+    pt.bits[i:i + run] = P_WRITE | P_DIRTY
+    rmap.folio_remove_rmap_ptes(s, f, k0, run, vma)
+    folio_put(s, f, run)
     return run
 
 
