@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm import huge_memory, memory, rmap, vmscan
 from foliosim.mm.folio import (
     HUGE_ZERO_FID,
@@ -99,10 +101,10 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
                                   pageout: bool) -> None:
     """``madvise_cold_or_pageout_pte_range``: a large folio only partly in the range is split
     (skipped if maybe mapped shared, left alone if the split fails); the rest is deactivated
-    (COLD) or reclaimed (PAGEOUT)."""
+    (COLD) or reclaimed (PAGEOUT). Order-0 folios of a page table are done at once."""
     F = s.folios
     mm = vma.mm
-    isolated: list[int] = []
+    isolated: dict[int, None] = {}
     addr = start
     while addr < end:
         slot = addr >> 21
@@ -125,45 +127,81 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
         if isinstance(ent, PteTable):
             i = (addr >> 12) & 511
             iend = i + ((nxt - addr) >> 12)
+            found: list[tuple[int, int]] = []
+            todo = _cold_small_bulk(s, ent, i, iend, pageout, found)
+            i = _next(todo, i, iend)
             while i < iend:
                 f = int(ent.fid[i])
                 if f < 0 or ent.bits[i] & P_SWAP:
-                    i += 1
+                    i = _next(todo, i + 1, iend)
                     continue
                 n = 1
                 if F.order[f] > 0:
                     n = memory.folio_pte_batch(s, ent, i, f, iend - i)
                     if n < F.nr(f):
                         if F.maybe_mapped_shared(f):
-                            i += n
+                            i = _next(todo, i + n, iend)
                             continue
                         if huge_memory.split_folio(s, f, "MADV_COLD/PAGEOUT of part of a "
                                                    "large folio") == 0:
                             continue  # re-process the now small pages
-                        i += n
+                        i = _next(todo, i + n, iend)
                         continue
-                if F.maybe_mapped_shared(f):
-                    i += n
-                    continue
+                if not F.maybe_mapped_shared(f):
+                    if pageout:
+                        found.append((i, f))
+                    else:
+                        _cold_or_isolate(s, f, pageout, isolated)
+                i = _next(todo, i + n, iend)
+            for _, f in sorted(found):
                 _cold_or_isolate(s, f, pageout, isolated)
-                i += n
         addr = nxt
     if pageout and isolated:
-        vmscan.reclaim_pages(s, isolated)
+        vmscan.reclaim_pages(s, list(isolated))
 
 
-def _cold_or_isolate(s: System, f: int, pageout: bool, isolated: list[int]) -> None:
+def _next(todo: np.ndarray, i: int, iend: int) -> int:
+    """The first slot at or after ``i`` still to be looked at one by one."""
+    k = int(np.searchsorted(todo, i))
+    return int(todo[k]) if k < len(todo) and todo[k] < iend else iend
+
+
+def _cold_small_bulk(s: System, pt: PteTable, i: int, iend: int, pageout: bool,
+                     found: list[tuple[int, int]]) -> np.ndarray:
+    """The order-0 folios of ``[i, iend)`` at once: those mapped once are deactivated (COLD)
+    or, unless unevictable, gathered with their slot for reclaim (PAGEOUT); those mapped
+    more than once are skipped. Returns the slots left for the one-by-one walk (sorted)."""
+    F = s.folios
+    fids = pt.fid[i:iend]
+    present = (fids >= 0) & ((pt.bits[i:iend] & P_SWAP) == 0)
+    if s.tracing:  # the one-by-one reference path
+        return np.flatnonzero(present) + i
+    safe = np.where(present, fids, 0)
+    small = present & (F.order[safe] == 0)
+    rest = np.flatnonzero(present & ~small) + i
+    g = fids[small & (F.large[safe] <= 1)]
+    if pageout:
+        pos = np.flatnonzero(small & (F.large[safe] <= 1)) + i
+        keep = (F.flags[g] & PG_UNEVICTABLE) == 0
+        found.extend(zip(pos[keep].tolist(), g[keep].tolist(), strict=True))
+    else:
+        F.flags[g] &= ~PG_ACTIVE
+    return rest
+
+
+def _cold_or_isolate(s: System, f: int, pageout: bool, isolated: dict[int, None]) -> None:
     F = s.folios
     if pageout:
-        if not F.flags[f] & PG_UNEVICTABLE and f not in isolated:
-            isolated.append(f)
+        if not F.flags[f] & PG_UNEVICTABLE:
+            isolated.setdefault(f, None)
     else:
         F.flags[f] &= ~PG_ACTIVE  # folio_deactivate
 
 
 def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
     """``madvise_free_pte_range`` / ``madvise_free_huge_pmd``: a whole exclusive folio is made
-    clean and lazyfree; a large folio only partly in the range is split first."""
+    clean and lazyfree; a large folio only partly in the range is split first. Order-0 folios
+    of a page table are done at once."""
     F = s.folios
     mm = vma.mm
     addr = start
@@ -188,10 +226,12 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
         if isinstance(ent, PteTable):
             i = (addr >> 12) & 511
             iend = i + ((nxt - addr) >> 12)
+            todo = _free_small_bulk(s, ent, i, iend)
+            i = _next(todo, i, iend)
             while i < iend:
                 f = int(ent.fid[i])
                 if f == NONE or f == ZERO_FID:
-                    i += 1
+                    i = _next(todo, i + 1, iend)
                     continue
                 if ent.bits[i] & P_SWAP:
                     from foliosim.mm.swap import free_swap_entry
@@ -200,29 +240,57 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
                     mm.swap_ents -= 1
                     ent.fid[i] = NONE
                     ent.bits[i] = 0
-                    i += 1
+                    i = _next(todo, i + 1, iend)
                     continue
                 n = 1
                 if F.order[f] > 0:
                     n = memory.folio_pte_batch(s, ent, i, f, iend - i)
                     if n < F.nr(f):
                         if F.maybe_mapped_shared(f):
-                            i += n
+                            i = _next(todo, i + n, iend)
                             continue
                         if huge_memory.split_folio(s, f, "MADV_FREE of part of a large "
                                                    "folio") == 0:
                             continue
-                        i += n
+                        i = _next(todo, i + n, iend)
                         continue
                 if F.flags[f] & (PG_SWAPCACHE | PG_DIRTY):
                     if F.maybe_mapped_shared(f) or rmap.folio_mapcount(s, f) != F.nr(f):
-                        i += n
+                        i = _next(todo, i + n, iend)
                         continue
                     F.flags[f] &= ~PG_DIRTY
                 ent.bits[i:i + n] &= 0xFF ^ P_DIRTY
                 folio_mark_lazyfree(s, f)
-                i += n
+                i = _next(todo, i + n, iend)
         addr = nxt
+
+
+def _free_small_bulk(s: System, pt: PteTable, i: int, iend: int) -> np.ndarray:
+    """``madvise_free_pte_range`` for the order-0 folios of ``[i, iend)`` at once: a dirty or
+    swap-cached folio mapped more than once is left alone; the others are cleaned (PTE and
+    folio) and made lazyfree. Returns the slots left for the one-by-one walk (large folios,
+    swap entries; sorted)."""
+    F = s.folios
+    fids = pt.fid[i:iend]
+    bits = pt.bits[i:iend]
+    swap = (bits & P_SWAP) != 0
+    present = (fids >= 0) & ~swap
+    if s.tracing:  # the one-by-one reference path
+        return np.flatnonzero(present | swap) + i
+    safe = np.where(present, fids, 0)
+    small = present & (F.order[safe] == 0)
+    rest = np.flatnonzero((present & ~small) | swap) + i
+    fl = F.flags[safe]
+    busy = (fl & (PG_SWAPCACHE | PG_DIRTY)) != 0
+    go = small & ~(busy & (F.large[safe] != 1))
+    g = fids[go]
+    F.flags[g[busy[go]]] &= ~PG_DIRTY
+    pt.bits[np.flatnonzero(go) + i] &= 0xFF ^ P_DIRTY
+    fl = F.flags[g]
+    lazy = g[((fl & PG_SWAPBACKED) != 0) & ((fl & (PG_SWAPCACHE | PG_UNEVICTABLE)) == 0)]
+    F.flags[lazy] &= ~(PG_SWAPBACKED | PG_ACTIVE)
+    s.vmstat.count("pglazyfree", len(lazy))
+    return rest
 
 
 def folio_mark_lazyfree(s: System, f: int) -> None:
