@@ -119,7 +119,7 @@ def populate_vma_page_range(s: System, vma: VMA, start: int, end: int) -> int:
                 if m:
                     addr += m << 12
                     continue
-            elif write and fid[j] >= 0:
+            elif write and (fid[j] >= 0 or fid[j] == ZERO_FID):
                 m = memory.do_wp_pages_bulk(s, vma, ent, addr, nxt)
                 if m:  # now writable and dirty: nothing left to touch
                     addr += m << 12

@@ -357,6 +357,8 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
     f0 = int(fids[0])
     if f0 >= 0 and F.order[f0] > 0:
         return _wp_large_run(s, vma, pt, addr, n, f0)
+    if f0 == ZERO_FID:
+        return _wp_zero_run(s, vma, pt, addr, n)
     safe = np.where(fids >= 0, fids, 0)
     fl = F.flags[safe]
     ok = (fids >= 0) & ((bits & (P_WRITE | P_SWAP)) == 0) & (F.order[safe] == 0) \
@@ -398,6 +400,36 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
             mlock.munlock_folios_small(s, old)
         F.ref[old] -= 1
     pt.bits[i:i + run] |= P_WRITE | P_DIRTY
+    return run
+
+
+def _wp_zero_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int) -> int:
+    """``do_wp_page`` on the run of shared-zero-page PTEs from ``addr``: each gets a new
+    exclusive order-0 folio (``wp_page_copy`` of the zero page), mlocked in a VM_LOCKED VMA.
+    Returns the pages handled (0: take the one-by-one path)."""
+    F = s.folios
+    i = (addr >> 12) & 511
+    ok = (pt.fid[i:i + n] == ZERO_FID) & ((pt.bits[i:i + n] & P_SWAP) == 0)
+    run = n if ok.all() else int(ok.argmin())
+    if run < 2:
+        return 0
+    anon_vma_prepare(vma)
+    new = F.new_many(s.buddy.alloc_many(run))
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
+    if vma.flags & VM_LOCKED:
+        flags |= PG_MLOCKED | PG_UNEVICTABLE
+        F.mlock_count[new] = 1
+        s.vmstat.count("nr_mlock", run)
+        s.vmstat.count("unevictable_pgs_mlocked", run)
+        s.vmstat.count("unevictable_pgs_culled", run)
+    F.flags[new] = flags
+    F.large[new] = 1
+    F.anon_vma[new] = vma.anon_vma.id
+    F.index[new] = vma.linear_page_index(addr) + _arange(run).astype(np.int64)
+    pt.fid[i:i + run] = new
+    pt.idx[i:i + run] = 0
+    pt.bits[i:i + run] = P_WRITE | P_DIRTY
+    vma.mm.anon_pages += run
     return run
 
 
@@ -515,11 +547,17 @@ def wp_page_copy(s: System, vma: VMA, pt: PteTable, addr: int) -> int:
 def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
                           reclaim_pt: bool = False) -> None:
     """``zap_page_range_single`` / ``unmap_page_range`` over ``[start, end)`` of one VMA:
-    full PMDs go whole (``zap_huge_pmd``), partial ones are split first (``zap_pmd_range``)."""
+    full PMDs go whole (``zap_huge_pmd``), partial ones are split first (``zap_pmd_range``).
+    Unless the VMA is VM_LOCKED (or explanations are on), the PTE tables are gathered and
+    zapped many at once (:func:`zap_ptes_bulk`, then the one-by-one path for what is left),
+    and PMD-mapped THPs that are freed or stay mapped elsewhere are done at once; whatever
+    goes one by one keeps its order."""
     mm = vma.mm
     F = s.folios
     bulk = not s.tracing and not vma.flags & VM_LOCKED
     simple: list[int] = []
+    shared: list[int] = []
+    segs: list[Seg] = []
     addr = start
     while addr < end:
         slot = addr >> 21
@@ -528,22 +566,59 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
         if isinstance(ent, PmdLeaf):
             if nxt - addr == PMD_SIZE:
                 f = ent.fid
-                if bulk and f >= 0 and F.ref[f] == 1 and not F.flags[f] & _NOT_SIMPLE:
+                if bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE and F.ref[f] == 1:
                     simple.append(f)  # freed below, all at once
+                elif bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE \
+                        and F.entire[f] >= 2 and F.ref[f] >= 2:
+                    shared.append(f)  # stays mapped elsewhere
                 else:
+                    _zap_segments(s, vma, segs, reclaim_pt)
                     zap_huge_pmd(s, vma, slot, ent)
                 del mm.pmd[slot]
                 addr = nxt
                 continue
+            _zap_segments(s, vma, segs, reclaim_pt)
             huge_memory.split_huge_pmd(s, vma, slot, "partial zap (zap_pmd_range)")
             ent = mm.pmd.get(slot)
         if isinstance(ent, PteTable):
-            zap_pte_range(s, vma, ent, addr, nxt)
-            if reclaim_pt and nxt - addr == PMD_SIZE and ent.empty():
-                del mm.pmd[slot]
+            i = (addr >> 12) & 511
+            segs.append((slot, ent, i, i + ((nxt - addr) >> 12)))
+            if not bulk:
+                _zap_segments(s, vma, segs, reclaim_pt)
         addr = nxt
+    _zap_segments(s, vma, segs, reclaim_pt)
     if simple:
         zap_huge_pmds_bulk(s, vma, np.array(simple, np.int64))
+    if shared:
+        zap_huge_pmds_shared_bulk(s, vma, np.array(shared, np.int64))
+
+
+def _zap_segments(s: System, vma: VMA, segs: list[Seg], reclaim_pt: bool) -> None:
+    """Zap the gathered PTE segments (bulk first, then one by one), and empty the list."""
+    if not segs:
+        return
+    bulk = not s.tracing and not vma.flags & VM_LOCKED
+    mm = vma.mm
+    for c in range(0, len(segs), _CHUNK):
+        chunk = segs[c:c + _CHUNK]
+        left = zap_ptes_bulk(s, vma, chunk) if bulk else np.ones(len(chunk), bool)
+        for (slot, pt, i, e), more in zip(chunk, left.tolist(), strict=True):
+            if more:
+                zap_pte_range(s, vma, pt, i, e)
+            if reclaim_pt and e - i == 512 and pt.empty():
+                del mm.pmd[slot]
+    segs.clear()
+
+
+def zap_huge_pmds_shared_bulk(s: System, vma: VMA, f: np.ndarray) -> None:
+    """``zap_huge_pmd`` for PMD-mapped THPs also PMD-mapped elsewhere and referenced beyond
+    this mapping (after a fork, say): each loses one entire mapping and reference; none is
+    freed or partially mapped, no counter moves."""
+    F = s.folios
+    vma.mm.anon_pages -= 512 * len(f)
+    F.entire[f] -= 1
+    rmap.mm_sub_many(s, f, vma.mm.id, 1)
+    F.ref[f] -= 1
 
 
 _NOT_SIMPLE = PG_MLOCKED | PG_SWAPCACHE | PG_PARTIALLY_MAPPED
@@ -633,15 +708,11 @@ def zap_huge_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> None:
     folio_put(s, f)
 
 
-def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> None:
-    """``zap_pte_range``: clear PTEs in batches of consecutive pages of one folio
-    (``folio_pte_batch``), removing the rmap once per batch."""
+def zap_pte_range(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
+    """``zap_pte_range`` one batch at a time over slots ``[i, iend)``: clear PTEs in batches
+    of consecutive pages of one folio (``folio_pte_batch``), removing the rmap once per
+    batch (the reference path; :func:`zap_ptes_bulk` does the common cases at once)."""
     mm = vma.mm
-    i = (start >> 12) & 511
-    iend = i + ((end - start) >> 12)
-    if iend - i > 8 and not s.tracing and not vma.flags & VM_LOCKED:
-        zap_small_exclusive_bulk(s, vma, pt, i, iend)
-        zap_mapped_elsewhere_bulk(s, vma, pt, i, iend)
     todo = np.flatnonzero(pt.fid[i:iend] != NONE)
     if not len(todo):
         return
@@ -674,69 +745,6 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, start: int, end: int) -> No
         rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
         folio_put(s, f, n)
         i += n
-
-
-def zap_small_exclusive_bulk(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
-    """The common case of ``zap_pte_range`` done at once: order-0 folios mapped only here with
-    no other reference (refcount 1, mapcount 1, not mlocked, queued or in the swap cache) are
-    unmapped and freed, as the per-PTE path would, with no counter moving."""
-    F = s.folios
-    fids = pt.fid[i:iend]
-    cand = (fids >= 0) & ((pt.bits[i:iend] & P_SWAP) == 0)
-    if not cand.any():
-        return
-    idx = np.nonzero(cand)[0]
-    f = fids[idx]
-    ok = (F.order[f] == 0) & (F.ref[f] == 1) & (F.large[f] == 1) & (
-        (F.flags[f] & (PG_MLOCKED | PG_SWAPCACHE | PG_QUEUED)) == 0)
-    idx, f = idx[ok], f[ok]
-    if not len(f):
-        return
-    pt.fid[i + idx] = NONE
-    pt.bits[i + idx] = 0
-    vma.mm.anon_pages -= len(f)
-    for pfn in F.pfn[f].tolist():
-        s.buddy.free_block(pfn, 0)
-    F.flags[f] = PG_FREE
-    F.free_ids.extend(f.tolist())
-    F.live -= len(f)
-
-
-def zap_mapped_elsewhere_bulk(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
-    """``zap_pte_range`` at once for folios that stay mapped elsewhere and keep a reference
-    (after a fork, say): order-0 folios mapped more than once, and large folios mapped whole
-    here by a run of PTEs (uniform per-page state) and also elsewhere. Each loses this
-    mapping and its references; none is freed, none becomes partially mapped, nothing is
-    queued and no counter moves (so ``folio_remove_rmap_ptes`` + ``folio_put`` per batch)."""
-    F = s.folios
-    starts, f, lens = whole_folio_runs(s, pt, i, iend)
-    if not len(f):
-        return
-    nr = lens.astype(np.int32)
-    order0 = nr == 1
-    # order 0: another mapping and another reference remain
-    ok = order0 & (F.large[f] >= 2) & (F.ref[f] >= 2)
-    # large: every page mapped here and elsewhere too (uniform mapcount >= 2), references
-    # beyond this run's; no per-page arrays
-    big = ~order0
-    if big.any():
-        ok |= big & (F.umc[f] >= 2) & (F.ref[f] > nr) & uniform_mask(s, f)
-    if not ok.any():
-        return
-    starts, f, nr = starts[ok], f[ok], nr[ok]
-    if len(np.unique(f)) != len(f):
-        return  # a folio mapped twice here: leave it to the per-batch path
-    j = run_positions(starts, nr)
-    pt.fid[j] = NONE
-    pt.bits[j] = 0
-    vma.mm.anon_pages -= len(j)
-    F.ref[f] -= nr
-    small = nr == 1
-    F.large[f[small]] -= 1
-    g = f[~small]
-    if len(g):
-        F.umc[g] -= 1
-        rmap.mm_sub_many(s, g, vma.mm.id, nr[~small])
 
 
 def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
@@ -782,11 +790,13 @@ def folio_needs_cow_for_dma(s: System, vma: VMA, f: int) -> bool:
 def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
     """``copy_page_range``: share every mapped page with the child, write-protected in both;
     exclusive pages of maybe-pinned folios are copied for the child instead. Without pins
-    (``folio_needs_cow_for_dma`` false everywhere) the folio side of the PMD copies is done
-    at once after the walk (:func:`_copy_huge_pmds_bulk`)."""
+    (``folio_needs_cow_for_dma`` false everywhere) the PMD copies' folio side is done at once
+    after the walk (:func:`_copy_huge_pmds_bulk`) and the PTE tables many at once
+    (:func:`copy_ptes_bulk`, then the one-by-one path for what is left)."""
     smm, dmm = src.mm, dst.mm
     bulk = not s.tracing and not smm.has_pinned
     shared: list[int] = []
+    segs: list[Seg] = []
     for slot in range(src.start >> 21, ((src.end - 1) >> 21) + 1):
         ent = smm.pmd.get(slot)
         if ent is None:
@@ -802,7 +812,18 @@ def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
             ent = smm.pmd.get(slot)
         lo = max(src.start, slot << 21)
         hi = min(src.end, (slot + 1) << 21)
-        copy_pte_range(s, dst, src, ent, lo, hi)
+        if bulk:
+            i = (lo >> 12) & 511
+            segs.append((slot, ent, i, i + ((hi - lo) >> 12)))
+        else:
+            copy_pte_range(s, dst, src, ent, lo, hi)
+    for c in range(0, len(segs), _CHUNK):
+        chunk = segs[c:c + _CHUNK]
+        left, masks = copy_ptes_bulk(s, dst, chunk)
+        for (slot, spt, i, e), more, m in zip(chunk, left.tolist(), masks, strict=True):
+            if more:
+                copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
+                               (slot << 21) + (e << 12), m)
     if shared:
         _copy_huge_pmds_bulk(s, dst, np.array(shared, np.int64))
 
@@ -823,8 +844,10 @@ def _copy_huge_pmds_bulk(s: System, dst: VMA, f: np.ndarray) -> None:
     dst.mm.anon_pages += 512 * len(f)
 
 
-def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: int) -> None:
-    """``copy_pte_range`` / ``copy_present_ptes``."""
+def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: int,
+                   handled: np.ndarray | None = None) -> None:
+    """``copy_pte_range`` / ``copy_present_ptes`` batch by batch over ``[lo, hi)``, skipping
+    the slots ``handled`` marks (done by :func:`copy_ptes_bulk`)."""
     F = s.folios
     dmm = dst.mm
     slot = lo >> 21
@@ -834,9 +857,9 @@ def copy_pte_range(s: System, dst: VMA, src: VMA, spt: PteTable, lo: int, hi: in
         dmm.pmd[slot] = dpt
     i = (lo >> 12) & 511
     iend = i + ((hi - lo) >> 12)
-    handled = _copy_small_and_zero_ptes(s, dst, src, spt, dpt, i, iend)
-    if not src.mm.has_pinned and not s.tracing:
-        _copy_whole_large_ptes(s, dst, spt, dpt, i, iend, handled)
+    if handled is None:
+        handled = np.zeros(512, bool) if s.tracing else \
+            _copy_small_and_zero_ptes(s, dst, src, spt, dpt, i, iend)
     todo = np.flatnonzero((spt.fid[i:iend] != NONE) & ~handled[i:iend]) + i
     for i in todo.tolist():
         if handled[i]:
@@ -940,35 +963,6 @@ def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return first + np.arange(total)
 
 
-def _copy_whole_large_ptes(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int,
-                           iend: int, handled: np.ndarray) -> None:
-    """``copy_present_ptes`` for large folios mapped whole by consecutive PTEs here, with
-    uniform per-page state and no pin possible, done at once: PAE cleared, one more uniform
-    page mapcount, ``nr`` more mappings to the child's mm slot and references, both PTE runs
-    write-protected. Marks the slots handled."""
-    F = s.folios
-    starts, f, lens = whole_folio_runs(s, spt, i, iend)
-    big = (lens > 1) & ~handled[starts]
-    if not big.any():
-        return
-    starts, f, lens = starts[big], f[big], lens[big]
-    keep = uniform_mask(s, f)
-    starts, f, lens = starts[keep], f[keep], lens[keep]
-    if not len(f) or len(np.unique(f)) != len(f):
-        return
-    F.flags[f] &= ~PG_ANON_EXCLUSIVE
-    F.ref[f] += lens.astype(np.int32)
-    F.umc[f] += 1
-    rmap.mm_add_many(s, f, dst.mm.id, lens)
-    dst.mm.anon_pages += int(lens.sum())
-    j = run_positions(starts, lens)
-    spt.bits[j] &= 0xFF ^ P_WRITE
-    dpt.fid[j] = spt.fid[j]
-    dpt.idx[j] = spt.idx[j]
-    dpt.bits[j] = spt.bits[j]
-    handled[j] = True
-
-
 def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k: int,
            n: int) -> None:
     F = s.folios
@@ -999,6 +993,184 @@ def copy_present_page(s: System, dst: VMA, dpt: PteTable, i: int, f: int, k: int
     dpt.bits[i] = (P_WRITE | P_DIRTY) if dst.flags & VM_WRITE else P_DIRTY
     s.tracing and s.trace(f"fork copied page {k} of maybe-pinned {s.fname(f)} for the child "
             "(copy_present_page)")
+
+
+# -- many page tables at once -----------------------------------------------------------------
+# A segment is (slot, table, i, iend): the slots [i, iend) of one PTE table, all in one VMA.
+Seg = tuple[int, PteTable, int, int]
+_CHUNK = 1024  # segments a bulk step gathers at once (bounds its temporary arrays)
+
+
+class _Gather:
+    """The entries of many segments side by side, and the runs in them that each map one
+    whole folio, its pages in order (runs never cross a segment's edge)."""
+
+    def __init__(self, s: System, segs: list[Seg]) -> None:
+        F = s.folios
+        self.segs = segs
+        self.lens = np.fromiter((e - i for _, _, i, e in segs), np.int64, len(segs))
+        self.offs = np.cumsum(self.lens) - self.lens
+        self.fid = np.concatenate([pt.fid[i:e] for _, pt, i, e in segs])
+        self.idx = np.concatenate([pt.idx[i:e] for _, pt, i, e in segs])
+        self.bits = np.concatenate([pt.bits[i:e] for _, pt, i, e in segs])
+        fid, idx = self.fid, self.idx
+        n = len(fid)
+        self.swap = (self.bits & P_SWAP) != 0
+        self.present = (fid >= 0) & ~self.swap
+        self.zero = (fid == ZERO_FID) & ~self.swap
+        present = self.present
+        cont = np.zeros(n, bool)
+        cont[1:] = (fid[1:] == fid[:-1]) & (idx[1:] == idx[:-1] + 1) & present[1:] \
+            & present[:-1]
+        cont[self.offs] = False
+        starts = np.flatnonzero(~cont)
+        lens = np.diff(np.append(starts, n))
+        ok = present[starts] & (idx[starts] == 0)
+        starts, lens = starts[ok], lens[ok]
+        f = fid[starts].astype(np.int64)
+        whole = lens == np.left_shift(1, F.order[f].astype(np.int64))
+        self.starts, self.f, self.nr = starts[whole], f[whole], lens[whole].astype(np.int32)
+
+    def unique(self, sel: np.ndarray) -> np.ndarray:
+        """``sel`` without the runs of folios that have more than one run selected."""
+        g = self.f[sel]
+        u, inv, cnt = np.unique(g, return_inverse=True, return_counts=True)
+        if len(u) == len(g):
+            return sel
+        sel = sel.copy()
+        sel[np.flatnonzero(sel)[cnt[inv] > 1]] = False
+        return sel
+
+    def leftover(self, handled: np.ndarray) -> np.ndarray:
+        """Per segment: does it keep entries for the one-by-one path?"""
+        left = (self.present | self.swap | self.zero) & ~handled
+        return np.add.reduceat(left, self.offs) > 0 if len(self.offs) else np.zeros(0, bool)
+
+
+def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
+    """``zap_pte_range`` over many page tables of one VMA (not VM_LOCKED) at once, for the
+    common cases, exactly as batch by batch: zero-page entries are cleared; order-0 folios
+    mapped only here with no other reference are freed; order-0 folios mapped elsewhere too
+    lose a mapping and a reference; large folios mapped whole here by a run of PTEs (uniform
+    per-page state) lose the run's mappings and references when mapped elsewhere too, or are
+    freed when this run was their only mapping and reference. None of these moves a counter
+    but per-size ``nr_anon``, none is queued for deferred split. Returns, per segment,
+    whether entries are left for the one-by-one path."""
+    F = s.folios
+    G = _Gather(s, segs)
+    f, nr, starts = G.f, G.nr, G.starts
+    ref, large, fl = F.ref[f], F.large[f], F.flags[f]
+    small = nr == 1
+    excl0 = small & (ref == 1) & (large == 1) \
+        & ((fl & (PG_MLOCKED | PG_SWAPCACHE | PG_QUEUED)) == 0)
+    shared0 = small & (large >= 2) & (ref >= 2)
+    big = ~small
+    if big.any():
+        umc, entire = F.umc[f], F.entire[f]
+        uni = uniform_mask(s, f) | small
+        shared = big & (umc >= 2) & (ref > nr) & uni
+        excl = big & (umc == 1) & (ref == nr) & (large == nr) & (entire == 0) & uni \
+            & ((fl & (PG_MLOCKED | PG_SWAPCACHE | PG_ANON)) == PG_ANON)
+    else:
+        shared = excl = np.zeros(len(f), bool)
+    sel = G.unique(excl0 | shared0 | shared | excl)
+    excl0 &= sel
+    shared0 &= sel
+    shared &= sel
+    excl &= sel
+    handled = G.zero.copy()
+    pos = run_positions(starts[sel], nr[sel])
+    handled[pos] = True
+    vma.mm.anon_pages -= len(pos)
+    # order 0, freed
+    g = f[excl0]
+    for pfn in F.pfn[g].tolist():
+        s.buddy.free_block(pfn, 0)
+    F.large[g] = 0
+    F.ref[g] = 0
+    F.release_many(g)
+    # order 0, mapped elsewhere
+    g = f[shared0]
+    F.large[g] -= 1
+    F.ref[g] -= 1
+    # large, mapped elsewhere
+    g = f[shared]
+    if len(g):
+        F.ref[g] -= nr[shared]
+        F.umc[g] -= 1
+        rmap.mm_sub_many(s, g, vma.mm.id, nr[shared])
+    # large, freed
+    g = f[excl]
+    if len(g):
+        for h in g[(F.flags[g] & (PG_QUEUED | PG_PARTIALLY_MAPPED)) != 0].tolist():
+            huge_memory.folio_unqueue_deferred_split(s, h)
+        orders = F.order[g]
+        for o in np.unique(orders).tolist():
+            s.vmstat.count_mthp(o, "nr_anon", -int((orders == o).sum()))
+        for pfn, o in zip(F.pfn[g].tolist(), orders.tolist(), strict=True):
+            s.buddy.free_block(pfn, o)
+        for col in (F.umc, F.nr_mapped, F.large, F.ref, F.mm0, F.mmc0, F.mm1, F.mmc1):
+            col[g] = 0
+        F.release_many(g)
+    # the page tables
+    fid = np.where(handled, NONE, G.fid).astype(np.int32)
+    bits = np.where(handled, 0, G.bits).astype(np.uint8)
+    for (_, pt, i, e), o in zip(segs, G.offs.tolist(), strict=True):
+        pt.fid[i:e] = fid[o:o + e - i]
+        pt.bits[i:e] = bits[o:o + e - i]
+    return G.leftover(handled)
+
+
+def copy_ptes_bulk(s: System, dst: VMA, segs: list[Seg]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``copy_pte_range`` over many page tables of a VMA whose mm has never pinned, at once,
+    for the common cases, exactly as batch by batch: zero-page entries are copied; order-0
+    folios, and large folios mapped whole by a run of PTEs with uniform per-page state, are
+    shared with the child (PageAnonExclusive cleared, both PTEs write-protected, one more
+    mapping per page - a large folio's to the child's mm slot - and reference). The child's
+    tables are created as needed. Returns, per segment, whether entries are left for the
+    one-by-one path, and each segment's mask of handled slots (over its table)."""
+    F = s.folios
+    dmm = dst.mm
+    G = _Gather(s, segs)
+    f, nr, starts = G.f, G.nr, G.starts
+    small = nr == 1
+    uni = uniform_mask(s, f) | small
+    sel = G.unique(uni)
+    g0 = f[sel & small]
+    F.flags[g0] &= ~PG_ANON_EXCLUSIVE
+    F.ref[g0] += 1
+    F.large[g0] += 1
+    big = sel & ~small
+    g = f[big]
+    if len(g):
+        F.flags[g] &= ~PG_ANON_EXCLUSIVE
+        F.ref[g] += nr[big]
+        F.umc[g] += 1
+        rmap.mm_add_many(s, g, dmm.id, nr[big])
+    pos = run_positions(starts[sel], nr[sel])
+    dmm.anon_pages += len(pos)
+    shared = np.zeros(len(G.fid), bool)
+    shared[pos] = True
+    handled = shared | G.zero
+    pbits = np.where(shared, G.bits & (0xFF ^ P_WRITE), G.bits).astype(np.uint8)
+    cfid = np.where(handled, G.fid, NONE).astype(np.int32)
+    cidx = np.where(handled, G.idx, 0).astype(np.int16)
+    cbits = np.where(shared, pbits, 0).astype(np.uint8)
+    masks = []
+    for (slot, spt, i, e), o in zip(segs, G.offs.tolist(), strict=True):
+        dpt = dmm.pmd.get(slot)
+        if dpt is None:
+            dpt = PteTable()
+            dmm.pmd[slot] = dpt
+        k = e - i
+        spt.bits[i:e] = pbits[o:o + k]
+        dpt.fid[i:e] = cfid[o:o + k]
+        dpt.idx[i:e] = cidx[o:o + k]
+        dpt.bits[i:e] = cbits[o:o + k]
+        m = np.zeros(512, bool)
+        m[i:e] = handled[o:o + k]
+        masks.append(m)
+    return G.leftover(handled), masks
 
 
 __all__ = ["PG_DIRTY", "handle_mm_fault", "zap_page_range_single", "copy_page_range"]
