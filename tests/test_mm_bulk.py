@@ -181,3 +181,26 @@ def test_writes_and_mlock_after_the_child_exits() -> None:
         p.mlock(regions[0] + 6 * M, 1 * M)
         c2.mlock(regions[2] + 6 * M, 1 * M)
     twin(work, **MIX)
+
+
+def test_unmap_and_exit_without_fork() -> None:
+    """Exclusive folios of every order freed by munmap (whole and partial) and exit, some on
+    the deferred split queue, zero-page COW after an underused split."""
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        for a in regions:
+            p.munmap(a + 1 * M + 64 * K, 1 * M)
+            p.madvise(a + 4 * M, 64 * K + 8 * K, "dontneed")
+            p.madvise(a + 5 * M + 8 * K, 200 * K, "dontneed")
+            p.write(a + 4 * M - 4 * K, 96 * K, 3)  # refaults: mTHP blocks only partly empty
+            p.write(a + 5 * M, 256 * K, 4)
+        p.munmap(regions[1] + 4 * M, 96 * K)
+        z = p.mmap_region(4 * M)
+        p.madvise(z, 4 * M, "hugepage")
+        p.write(z, 4 * M, 0)
+        p.write(z + 40 * K, 8 * K, 1)
+        s.shrink()
+        p.write(z, 4 * M, 2)
+        p.mlock(z + 2 * M, 2 * M)
+        p.exit()
+    twin(work, **MIX, max_ptes_none=409)

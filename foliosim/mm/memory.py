@@ -240,14 +240,26 @@ def bulk_fault(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
     if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault") \
             and huge_memory.thp_vma_suitable_order(vma, addr, 9):
         return 0
-    if huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault"):
-        return 0
+    orders = huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault")
     if ent is None:
+        if orders:
+            return 0  # an empty table: mTHPs (do_anonymous_mthp_bulk)
         ent = PteTable()
         mm.pmd[slot] = ent
     i = (addr >> 12) & 511
     n = (end - addr) >> 12
     none = ent.fid[i:i + n] == NONE
+    if orders:
+        # alloc_anon_folio falls back to order 0 for a page no suitable block of an allowed
+        # order around it is wholly pte_none; the run stops before the first that has one
+        allnone = ent.fid == NONE
+        base = addr - (i << 12)
+        for o in orders:
+            nr = 1 << o
+            blk = allnone.reshape(512 >> o, nr).all(axis=1)
+            starts = base + (np.arange(512 >> o, dtype=np.int64) << (12 + o))
+            blk &= (starts >= vma.start) & (starts + (nr << 12) <= vma.end)
+            none &= ~np.repeat(blk, nr)[i:i + n]
     run = n if none.all() else int(none.argmin())
     if run < 2:
         return 0
