@@ -17,6 +17,7 @@ from foliosim.mm.folio import (
     PG_FREE,
     PG_LRU,
     PG_MLOCKED,
+    PG_MM_SHARED,
     PG_PARTIALLY_MAPPED,
     PG_QUEUED,
     PG_SWAPBACKED,
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
     from foliosim.mm.system import System
 
 EAGAIN, EBUSY, EINVAL = -11, -16, -22
+
+#: The vectorised paths of the folio split (unmap, remap, free a page table or folio at a
+#: time). They apply whenever tracing is off; the per-page loops are the reference, and the
+#: tests switch this off to compare the two on the same state.
+BULK = True
+
+_AR512 = np.arange(512, dtype=np.int64)
 
 
 # -- which orders a VMA may use ---------------------------------------------------------------
@@ -214,7 +222,7 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
     if ent.bits & P_DIRTY:
         F.flags[f] |= PG_DIRTY
     pt.fid[:] = f
-    pt.idx[:] = range(512)
+    pt.idx[:] = _AR512
     pt.bits[:] = ent.bits & (P_WRITE | P_DIRTY)
     mm.pmd[slot] = pt
     F.ref[f] += 511
@@ -272,7 +280,72 @@ def split_folio(s: System, f: int, reason: str) -> int:
         return ret
 
     # unmap_folio: every mapping becomes a migration entry, recording PAE and PTE bits.
-    maps: list[tuple[VMA, PteTable, int, int, int, bool]] = []
+    bulk = BULK and not s.tracing and order > 0
+    if bulk:
+        batches = _unmap_folio_bulk(s, f, nr)
+    else:
+        maps = _unmap_folio(s, f, nr)
+    # the folio leaves the deferred queue
+    folio_unqueue_deferred_split(s, f)
+    # __split_unmapped_folio: order-0 folios inheriting the folio flags
+    flags = int(F.flags[f]) & (PG_MLOCKED | PG_UNEVICTABLE | PG_ACTIVE | PG_DIRTY
+                               | PG_SWAPBACKED | PG_SWAPCACHE | PG_ANON | PG_LRU)
+    vals = F.values(f).copy()
+    pfn = int(F.pfn[f])
+    av, index = int(F.anon_vma[f]), int(F.index[f])
+    swap = int(F.swap[f])
+    if order == 9:
+        s.vmstat.count("thp_split_page")
+    s.vmstat.count_mthp(order, "split")
+    s.vmstat.count_mthp(order, "nr_anon", -1)
+    s.trace_split(f)
+    F.release(f)
+    ids = F.new_many(np.arange(pfn, pfn + nr, dtype=np.int64), 0)
+    F.flags[ids] = flags
+    F.val[ids] = vals
+    F.anon_vma[ids] = av
+    F.index[ids] = index + np.arange(nr, dtype=np.int64)
+    F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
+    if swap >= 0:
+        F.swap[ids] = swap + np.arange(nr, dtype=np.int64)
+    new = ids.tolist()
+    if s.tracing:
+        s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
+    # remap_page with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage: a zero-filled
+    # page goes to the shared zero page unless mlocked or in a VM_LOCKED VMA)
+    zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
+    if bulk:
+        _remap_folio_bulk(s, batches, ids, vals, zero_ok)
+    else:
+        _remap_folio(s, maps, new, vals, zero_ok)
+    dead = ids[F.ref[ids] == 0]
+    if len(dead):
+        nm = int(((F.flags[dead] & PG_MLOCKED) != 0).sum())
+        if nm:
+            s.vmstat.count("nr_mlock", -nm)
+            s.vmstat.count("unevictable_pgs_cleared", nm)
+        if bulk:
+            s.buddy.free_pages_of_block(pfn, order, F.pfn[dead].astype(np.int64) - pfn)
+        else:
+            for q in F.pfn[dead].tolist():
+                s.buddy.free_block(q, 0)
+        F.flags[dead] = PG_FREE
+        F.free_ids.extend(dead.tolist())
+        F.live -= len(dead)
+    s.last_split = new
+    return 0
+
+
+_Map = tuple[VMA, PteTable, int, int, int, bool]
+
+
+def _unmap_folio(s: System, f: int, nr: int) -> list[_Map]:
+    """``unmap_folio`` (``try_to_migrate`` of every mapping), page by page: a PMD mapping is
+    frozen whole, each PTE of the folio is cleared and its rmap removed. Returns the entries
+    to remap (VMA, table, slot, folio page, PTE bits, PageAnonExclusive). The reference for
+    :func:`_unmap_folio_bulk`."""
+    F = s.folios
+    maps: list[_Map] = []
     for vma, addr in list(rmap.rmap_walk(s, f)):
         mm = vma.mm
         lo = max(addr, vma.start)
@@ -301,35 +374,16 @@ def split_folio(s: System, f: int, reason: str) -> int:
                 ent.bits[i] = 0
                 rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
                 F.ref[f] -= 1
-    # the folio leaves the deferred queue
-    folio_unqueue_deferred_split(s, f)
-    # __split_unmapped_folio: order-0 folios inheriting the folio flags
-    flags = int(F.flags[f]) & (PG_MLOCKED | PG_UNEVICTABLE | PG_ACTIVE | PG_DIRTY
-                               | PG_SWAPBACKED | PG_SWAPCACHE | PG_ANON | PG_LRU)
-    vals = F.values(f).copy()
-    pfn = int(F.pfn[f])
-    av, index = int(F.anon_vma[f]), int(F.index[f])
-    swap = int(F.swap[f])
-    if order == 9:
-        s.vmstat.count("thp_split_page")
-    s.vmstat.count_mthp(order, "split")
-    s.vmstat.count_mthp(order, "nr_anon", -1)
-    s.trace_split(f)
-    F.release(f)
-    ids = F.new_many(list(range(pfn, pfn + nr)), 0)
-    F.flags[ids] = flags
-    F.val[ids] = vals
-    F.anon_vma[ids] = av
-    F.index[ids] = index + np.arange(nr, dtype=np.int64)
-    F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
-    if swap >= 0:
-        F.swap[ids] = swap + np.arange(nr, dtype=np.int64)
-    new = ids.tolist()
-    if s.tracing:
-        s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
-    # remap_page with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage: a zero-filled
-    # page goes to the shared zero page unless mlocked or in a VM_LOCKED VMA)
-    zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
+    return maps
+
+
+def _remap_folio(s: System, maps: list[_Map], new: list[int], vals: np.ndarray,
+                 zero_ok: bool) -> None:
+    """``remap_page`` after the split, entry by entry: a zero-filled page goes to the shared
+    zero page (``zero_ok``, not in a VM_LOCKED VMA), any other to its new order-0 folio
+    (``folio_add_anon_rmap_pte``, PageAnonExclusive kept, ``mlock_vma_folio`` in a VM_LOCKED
+    VMA). The reference for :func:`_remap_folio_bulk`."""
+    F = s.folios
     for vma, pt, i, k, bits, excl in maps:
         g = new[k]
         locked = vma.flags & VM_LOCKED
@@ -348,25 +402,19 @@ def split_folio(s: System, f: int, reason: str) -> int:
             F.flags[g] |= PG_ANON_EXCLUSIVE
         if locked:
             mlock.mlock_folio(s, g)  # mlock_vma_folio: the whole (small) folio is mapped
-    dead = ids[F.ref[ids] == 0]
-    if len(dead):
-        nm = int(((F.flags[dead] & PG_MLOCKED) != 0).sum())
-        if nm:
-            s.vmstat.count("nr_mlock", -nm)
-            s.vmstat.count("unevictable_pgs_cleared", nm)
-        for q in F.pfn[dead].tolist():
-            s.buddy.free_block(q, 0)
-        F.flags[dead] = PG_FREE
-        F.free_ids.extend(dead.tolist())
-        F.live -= len(dead)
-    s.last_split = new
-    return 0
 
 
 def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
     """The freeze path of ``__split_huge_pmd_locked`` used by ``unmap_folio``: the PMD becomes
     512 migration entries and only the PMD rmap is removed (so a fully PMD-mapped folio never
     looks partially mapped here). Returns the entries to remap."""
+    pt, bits, excl = _freeze_pmd_table(s, vma, slot, ent)
+    return [(vma, pt, k, k, bits, excl) for k in range(512)]
+
+
+def _freeze_pmd_table(s: System, vma: VMA, slot: int, ent: PmdLeaf
+                      ) -> tuple[PteTable, int, bool]:
+    """:func:`_freeze_pmd` returning the new table, the PTE bits and the head's PAE."""
     F = s.folios
     f = ent.fid
     s.vmstat.count("thp_split_pmd")
@@ -380,7 +428,167 @@ def _freeze_pmd(s: System, vma: VMA, slot: int, ent: PmdLeaf) -> list:
     F.ref[f] -= 1
     if s.tracing:
         s.trace(f"PMD split at {s.fmt_addr(vma.mm, slot << 21)} to unmap the folio (unmap_folio)")
-    return [(vma, pt, k, k, bits, excl) for k in range(512)]
+    return pt, bits, excl
+
+
+# -- the folio split a page table at a time ----------------------------------------------------
+_Batch = tuple[VMA, PteTable, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _unmap_folio_bulk(s: System, f: int, nr: int) -> list[_Batch]:
+    """``unmap_folio`` (``try_to_migrate`` of every mapping) a page table at a time: the same
+    walk as the per-page loop of :func:`split_folio`, each table's PTEs of the folio cleared
+    and their rmap removed at once (:func:`_remove_rmap_ptes_bulk`). Returns per table the
+    entries to remap: table slots, folio pages, PTE bits and PageAnonExclusive."""
+    F = s.folios
+    out: list[_Batch] = []
+    for vma, addr in list(rmap.rmap_walk(s, f)):
+        mm = vma.mm
+        lo = max(addr, vma.start)
+        hi = min(addr + nr * 4096, vma.end)
+        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
+            ent = mm.pmd.get(slot)
+            if isinstance(ent, PmdLeaf) and ent.fid == f:
+                pt, bits, excl = _freeze_pmd_table(s, vma, slot, ent)
+                out.append((vma, pt, _AR512, _AR512, np.full(512, bits, np.uint8),
+                            np.full(512, excl)))
+                continue
+            if not isinstance(ent, PteTable):
+                continue
+            a0 = max(lo, slot << 21)
+            a1 = min(hi, (slot + 1) << 21)
+            i0 = (a0 >> 12) & 511
+            i1 = i0 + ((a1 - a0) >> 12)
+            sel = np.flatnonzero((ent.fid[i0:i1] == f) & ((ent.bits[i0:i1] & P_SWAP) == 0))
+            if not len(sel):
+                continue
+            ii = sel + i0
+            ks = ent.idx[ii].astype(np.int64)
+            bits = ent.bits[ii]
+            pa = F.pages.get(f)
+            excl = pa.pae[ks] if pa is not None else np.full(
+                len(ks), bool(F.flags[f] & PG_ANON_EXCLUSIVE))
+            if (bits & P_DIRTY).any():
+                F.flags[f] |= PG_DIRTY
+            ent.fid[ii] = NONE
+            ent.bits[ii] = 0
+            _remove_rmap_ptes_bulk(s, f, ks, vma)
+            F.ref[f] -= len(ks)
+            out.append((vma, ent, ii, ks, bits, excl))
+    return out
+
+
+def _remove_rmap_ptes_bulk(s: System, f: int, ks: np.ndarray, vma: VMA) -> None:
+    """``folio_remove_rmap_pte`` of pages ``ks`` of large folio ``f`` one after another, as
+    ``try_to_migrate_one`` does, with the same outcome computed at once: per-page mapcounts,
+    ``_nr_pages_mapped``, the per-mm slots, the partially-mapped queueing
+    (``deferred_split_folio``, called as many times as the one-by-one removal would) and the
+    munlock of a VM_LOCKED VMA (``munlock_vma_folio`` once per page)."""
+    F = s.folios
+    n = len(ks)
+    nr = F.nr(f)
+    mc = F.arrays(f).mapcount
+    if n > 1 and np.bincount(ks, minlength=nr).max() > 1:  # a page twice: one by one
+        for k in ks.tolist():
+            rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
+        return
+    mapped = int(F.nr_mapped[f])
+    mc[ks] -= 1
+    z = int(np.count_nonzero(mc[ks] == 0))  # pages whose last PTE mapping went
+    F.nr_mapped[f] = mapped - z
+    _mm_sub_units(s, f, vma.mm.id, n)
+    # each of those removals leaves nr_pages_mapped at mapped-1, ..., mapped-z; the ones that
+    # leave it non-zero, with no PMD mapping, find the folio partially mapped
+    partially = 0
+    if z and F.entire[f] == 0:
+        partially = z - (1 if 1 <= mapped <= z else 0)
+    anon = F.flags[f] & PG_ANON
+    for _ in range(partially):
+        if not anon or F.flags[f] & PG_PARTIALLY_MAPPED:
+            break
+        deferred_split_folio(s, f, True)
+    if vma.flags & VM_LOCKED:
+        _munlock_folio_times(s, f, n)
+
+
+def _mm_sub_units(s: System, f: int, mm_id: int, n: int) -> None:
+    """``n`` single-mapping removals from ``mm_id``'s slot (``folio_sub_return_large_mapcount``
+    of 1, n times): the same slot counts and the same clearing of the shared bit, which is
+    looked at after each removal once the mm holds no slot."""
+    F = s.folios
+    total = int(F.large[f])
+    in0, in1 = F.mm0[f] == mm_id, F.mm1[f] == mm_id
+    cnt, slot = (int(F.mmc0[f]), 0) if in0 else (int(F.mmc1[f]), 1) if in1 else (0, -1)
+    if (in0 and in1) or (slot >= 0 and cnt < 1):  # not a state the kernel reaches: one by one
+        for _ in range(n):
+            rmap._mm_sub(s, f, mm_id, 1)
+        return
+    F.large[f] = total - n
+    if slot >= 0:
+        if cnt > n:
+            if slot == 0:
+                F.mmc0[f] = cnt - n
+            else:
+                F.mmc1[f] = cnt - n
+            return
+        if slot == 0:
+            F.mmc0[f] = F.mm0[f] = 0
+        else:
+            F.mmc1[f] = F.mm1[f] = 0
+        first = cnt  # the removal that emptied the slot is the first to look
+    else:
+        first = 1
+    lo, hi = total - n, total - first  # the totals the looking removals leave
+    if lo <= int(F.mmc0[f]) <= hi or lo <= int(F.mmc1[f]) <= hi:
+        F.flags[f] &= ~PG_MM_SHARED
+
+
+def _munlock_folio_times(s: System, f: int, n: int) -> None:
+    """``munlock_folio`` ``n`` times: each takes one off mlock_count; the one that reaches zero
+    (or the first, when the folio is not on the unevictable list) clears PG_mlocked and
+    rescues it, and the rest find nothing to do."""
+    F = s.folios
+    if n <= 0:
+        return
+    m = int(F.mlock_count[f])
+    if F.flags[f] & PG_LRU and F.flags[f] & PG_UNEVICTABLE and m >= 1:
+        F.mlock_count[f] = max(m - n + 1, 1)
+    mlock.munlock_folio(s, f)
+
+
+def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: np.ndarray,
+                      zero_ok: bool) -> None:
+    """``remap_page`` after the split a page table at a time, as the per-page loop of
+    :func:`split_folio`: zero-filled pages to the shared zero page (``zero_ok``, not in a
+    VM_LOCKED VMA), the others to their new order-0 folio with one mapping and reference,
+    PageAnonExclusive kept, mlocked in a VM_LOCKED VMA."""
+    F = s.folios
+    for vma, pt, ii, ks, bits, excl in batches:
+        g = ids[ks]
+        locked = vma.flags & VM_LOCKED
+        if zero_ok and not locked:
+            zero = vals[ks] == 0
+            nz = int(np.count_nonzero(zero))
+            if nz:
+                zi = ii[zero]
+                pt.fid[zi] = ZERO_FID
+                pt.idx[zi] = 0
+                pt.bits[zi] = 0
+                vma.mm.anon_pages -= nz
+                keep = ~zero
+                ii, g, bits, excl = ii[keep], g[keep], bits[keep], excl[keep]
+        if not len(g):
+            continue
+        pt.fid[ii] = g
+        pt.idx[ii] = 0
+        pt.bits[ii] = bits
+        F.ref[g] += 1
+        F.large[g] += 1  # folio_add_anon_rmap_pte of an order-0 folio
+        ex = g[excl]
+        if len(ex):
+            F.flags[ex] |= PG_ANON_EXCLUSIVE
+        if locked:
+            mlock.mlock_folios_small(s, g)  # mlock_vma_folio: the whole (small) folio is mapped
 
 
 # -- the deferred split queue -----------------------------------------------------------------
@@ -429,8 +637,10 @@ def thp_underused(s: System, f: int) -> bool:
     mpn = s.settings.max_ptes_none
     if mpn == 511:
         return False
-    vals = s.folios.values(f)
-    return int((vals == 0).sum()) > mpn
+    F = s.folios
+    if f not in F.pages:  # every page holds the folio's one value
+        return int(F.val[f]) == 0 and F.nr(f) > mpn
+    return int(np.count_nonzero(F.pages[f].val == 0)) > mpn
 
 
 def deferred_split_scan(s: System) -> int:
