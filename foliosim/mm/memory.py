@@ -556,20 +556,60 @@ def wp_page_copy(s: System, vma: VMA, pt: PteTable, addr: int) -> int:
 
 
 # -- zapping ----------------------------------------------------------------------------------
+class ZapBatch:
+    """PTE segments and PMD-mapped THPs gathered for zapping at once, over one or more VMAs
+    of one mm (``unmap_vmas`` over several VMAs gathers across them). Whatever must go one
+    by one flushes what was gathered before it, so it keeps its order."""
+
+    def __init__(self, s: System, reclaim_pt: bool = False) -> None:
+        self.s = s
+        self.reclaim_pt = reclaim_pt
+        self.segs: list[tuple[int, PteTable, int, int, VMA]] = []
+        self.simple: list[tuple[int, VMA]] = []
+        self.shared: list[tuple[int, VMA]] = []
+
+    def flush_ptes(self) -> None:
+        """Zap the gathered PTE segments (bulk first, then one by one)."""
+        s, segs = self.s, self.segs
+        if not segs:
+            return
+        for c in range(0, len(segs), _CHUNK):
+            chunk = segs[c:c + _CHUNK]
+            left = zap_ptes_bulk(s, chunk[0][4].mm, chunk)
+            for (slot, pt, i, e, vma), more in zip(chunk, left.tolist(), strict=True):
+                if more:
+                    zap_pte_range(s, vma, pt, i, e)
+                if self.reclaim_pt and e - i == 512 and pt.empty():
+                    del vma.mm.pmd[slot]
+        segs.clear()
+
+    def flush(self) -> None:
+        self.flush_ptes()
+        if self.simple:
+            zap_huge_pmds_bulk(self.s, self.simple[0][1], np.array([f for f, _ in self.simple],
+                                                                   np.int64))
+            self.simple.clear()
+        if self.shared:
+            zap_huge_pmds_shared_bulk(self.s, self.shared[0][1],
+                                      np.array([f for f, _ in self.shared], np.int64))
+            self.shared.clear()
+
+
 def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
-                          reclaim_pt: bool = False) -> None:
+                          reclaim_pt: bool = False, batch: ZapBatch | None = None) -> None:
     """``zap_page_range_single`` / ``unmap_page_range`` over ``[start, end)`` of one VMA:
     full PMDs go whole (``zap_huge_pmd``), partial ones are split first (``zap_pmd_range``).
     Unless the VMA is VM_LOCKED (or explanations are on), the PTE tables are gathered and
     zapped many at once (:func:`zap_ptes_bulk`, then the one-by-one path for what is left),
     and PMD-mapped THPs that are freed or stay mapped elsewhere are done at once; whatever
-    goes one by one keeps its order."""
+    goes one by one keeps its order. A caller zapping several VMAs passes one ``batch``
+    and flushes it."""
     mm = vma.mm
     F = s.folios
     bulk = not s.tracing and not vma.flags & VM_LOCKED
-    simple: list[int] = []
-    shared: list[int] = []
-    segs: list[Seg] = []
+    own = batch is None
+    if batch is None:
+        batch = ZapBatch(s, reclaim_pt)
     addr = start
     while addr < end:
         slot = addr >> 21
@@ -579,47 +619,32 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
             if nxt - addr == PMD_SIZE:
                 f = ent.fid
                 if bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE and F.ref[f] == 1:
-                    simple.append(f)  # freed below, all at once
+                    batch.simple.append((f, vma))  # freed at the flush, all at once
                 elif bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE \
                         and F.entire[f] >= 2 and F.ref[f] >= 2:
-                    shared.append(f)  # stays mapped elsewhere
+                    batch.shared.append((f, vma))  # stays mapped elsewhere
                 else:
-                    _zap_segments(s, vma, segs, reclaim_pt)
+                    batch.flush_ptes()
                     zap_huge_pmd(s, vma, slot, ent)
                 del mm.pmd[slot]
                 addr = nxt
                 continue
-            _zap_segments(s, vma, segs, reclaim_pt)
+            batch.flush_ptes()
             huge_memory.split_huge_pmd(s, vma, slot, "partial zap (zap_pmd_range)")
             ent = mm.pmd.get(slot)
         if isinstance(ent, PteTable):
             i = (addr >> 12) & 511
-            segs.append((slot, ent, i, i + ((nxt - addr) >> 12)))
-            if not bulk:
-                _zap_segments(s, vma, segs, reclaim_pt)
+            e = i + ((nxt - addr) >> 12)
+            if bulk:
+                batch.segs.append((slot, ent, i, e, vma))
+            else:
+                batch.flush_ptes()
+                zap_pte_range(s, vma, ent, i, e)
+                if reclaim_pt and e - i == 512 and ent.empty():
+                    del mm.pmd[slot]
         addr = nxt
-    _zap_segments(s, vma, segs, reclaim_pt)
-    if simple:
-        zap_huge_pmds_bulk(s, vma, np.array(simple, np.int64))
-    if shared:
-        zap_huge_pmds_shared_bulk(s, vma, np.array(shared, np.int64))
-
-
-def _zap_segments(s: System, vma: VMA, segs: list[Seg], reclaim_pt: bool) -> None:
-    """Zap the gathered PTE segments (bulk first, then one by one), and empty the list."""
-    if not segs:
-        return
-    bulk = not s.tracing and not vma.flags & VM_LOCKED
-    mm = vma.mm
-    for c in range(0, len(segs), _CHUNK):
-        chunk = segs[c:c + _CHUNK]
-        left = zap_ptes_bulk(s, vma, chunk) if bulk else np.ones(len(chunk), bool)
-        for (slot, pt, i, e), more in zip(chunk, left.tolist(), strict=True):
-            if more:
-                zap_pte_range(s, vma, pt, i, e)
-            if reclaim_pt and e - i == 512 and pt.empty():
-                del mm.pmd[slot]
-    segs.clear()
+    if own:
+        batch.flush()
 
 
 def zap_huge_pmds_shared_bulk(s: System, vma: VMA, f: np.ndarray) -> None:
@@ -799,16 +824,46 @@ def folio_needs_cow_for_dma(s: System, vma: VMA, f: int) -> bool:
     return vma.mm.has_pinned and s.folios.maybe_dma_pinned(f)
 
 
-def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
+class CopyBatch:
+    """PTE segments and PMD-mapped THPs gathered at fork for copying at once, over all the
+    VMAs of one mm that has never pinned (nothing of these is order-dependent)."""
+
+    def __init__(self, s: System) -> None:
+        self.s = s
+        self.segs: list[tuple[int, PteTable, int, int, VMA, VMA]] = []
+        self.shared: list[int] = []
+        self.dst: VMA | None = None
+
+    def flush(self) -> None:
+        s, segs = self.s, self.segs
+        for c in range(0, len(segs), _CHUNK):
+            chunk = segs[c:c + _CHUNK]
+            left, masks = copy_ptes_bulk(s, chunk[0][4].mm, chunk)
+            for (slot, spt, i, e, dst, src), more, m in zip(chunk, left.tolist(), masks,
+                                                             strict=True):
+                if more:
+                    copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
+                                   (slot << 21) + (e << 12), m)
+        segs.clear()
+        if self.shared:
+            assert self.dst is not None
+            _copy_huge_pmds_bulk(s, self.dst, np.array(self.shared, np.int64))
+            self.shared.clear()
+
+
+def copy_page_range(s: System, dst: VMA, src: VMA, batch: CopyBatch | None = None) -> None:
     """``copy_page_range``: share every mapped page with the child, write-protected in both;
     exclusive pages of maybe-pinned folios are copied for the child instead. Without pins
-    (``folio_needs_cow_for_dma`` false everywhere) the PMD copies' folio side is done at once
-    after the walk (:func:`_copy_huge_pmds_bulk`) and the PTE tables many at once
-    (:func:`copy_ptes_bulk`, then the one-by-one path for what is left)."""
+    (``folio_needs_cow_for_dma`` false everywhere) the PMD copies' folio side and the PTE
+    tables are gathered (into ``batch`` if given: the caller flushes it) and done many at
+    once (:func:`_copy_huge_pmds_bulk`, :func:`copy_ptes_bulk`, then the one-by-one path for
+    what is left)."""
     smm, dmm = src.mm, dst.mm
     bulk = not s.tracing and not smm.has_pinned
-    shared: list[int] = []
-    segs: list[Seg] = []
+    own = batch is None
+    if batch is None:
+        batch = CopyBatch(s)
+    batch.dst = dst
     for slot in range(src.start >> 21, ((src.end - 1) >> 21) + 1):
         ent = smm.pmd.get(slot)
         if ent is None:
@@ -817,7 +872,7 @@ def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
             if bulk and ent.fid >= 0:
                 ent.bits &= 0xFF ^ P_WRITE
                 dmm.pmd[slot] = PmdLeaf(ent.fid, ent.bits)
-                shared.append(ent.fid)
+                batch.shared.append(ent.fid)
                 continue
             if huge_memory.copy_huge_pmd(s, dst, src, slot, ent) == 0:
                 continue
@@ -826,18 +881,11 @@ def copy_page_range(s: System, dst: VMA, src: VMA) -> None:
         hi = min(src.end, (slot + 1) << 21)
         if bulk:
             i = (lo >> 12) & 511
-            segs.append((slot, ent, i, i + ((hi - lo) >> 12)))
+            batch.segs.append((slot, ent, i, i + ((hi - lo) >> 12), dst, src))
         else:
             copy_pte_range(s, dst, src, ent, lo, hi)
-    for c in range(0, len(segs), _CHUNK):
-        chunk = segs[c:c + _CHUNK]
-        left, masks = copy_ptes_bulk(s, dst, chunk)
-        for (slot, spt, i, e), more, m in zip(chunk, left.tolist(), masks, strict=True):
-            if more:
-                copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
-                               (slot << 21) + (e << 12), m)
-    if shared:
-        _copy_huge_pmds_bulk(s, dst, np.array(shared, np.int64))
+    if own:
+        batch.flush()
 
 
 def _copy_huge_pmds_bulk(s: System, dst: VMA, f: np.ndarray) -> None:
@@ -968,6 +1016,15 @@ def uniform_mask(s: System, f: np.ndarray) -> np.ndarray:
     return np.fromiter((g not in P for g in f.tolist()), bool, len(f))
 
 
+def _uniform_or_small(s: System, f: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Mask: order-0 folio, or large folio with uniform per-page state."""
+    out = small.copy()
+    big = np.flatnonzero(~small)
+    if len(big):
+        out[big] = uniform_mask(s, f[big])
+    return out
+
+
 def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Every slot of the runs ``(starts, lens)``."""
     total = int(lens.sum())
@@ -1008,8 +1065,8 @@ def copy_present_page(s: System, dst: VMA, dpt: PteTable, i: int, f: int, k: int
 
 
 # -- many page tables at once -----------------------------------------------------------------
-# A segment is (slot, table, i, iend): the slots [i, iend) of one PTE table, all in one VMA.
-Seg = tuple[int, PteTable, int, int]
+# A segment is (slot, table, i, iend, ...): the slots [i, iend) of one PTE table in one VMA.
+Seg = tuple  # (slot, table, i, iend, *the VMAs it belongs to)
 _CHUNK = 1024  # segments a bulk step gathers at once (bounds its temporary arrays)
 
 
@@ -1020,11 +1077,11 @@ class _Gather:
     def __init__(self, s: System, segs: list[Seg]) -> None:
         F = s.folios
         self.segs = segs
-        self.lens = np.fromiter((e - i for _, _, i, e in segs), np.int64, len(segs))
+        self.lens = np.fromiter((g[3] - g[2] for g in segs), np.int64, len(segs))
         self.offs = np.cumsum(self.lens) - self.lens
-        self.fid = np.concatenate([pt.fid[i:e] for _, pt, i, e in segs])
-        self.idx = np.concatenate([pt.idx[i:e] for _, pt, i, e in segs])
-        self.bits = np.concatenate([pt.bits[i:e] for _, pt, i, e in segs])
+        self.fid = np.concatenate([g[1].fid[g[2]:g[3]] for g in segs])
+        self.idx = np.concatenate([g[1].idx[g[2]:g[3]] for g in segs])
+        self.bits = np.concatenate([g[1].bits[g[2]:g[3]] for g in segs])
         fid, idx = self.fid, self.idx
         n = len(fid)
         self.swap = (self.bits & P_SWAP) != 0
@@ -1059,8 +1116,8 @@ class _Gather:
         return np.add.reduceat(left, self.offs) > 0 if len(self.offs) else np.zeros(0, bool)
 
 
-def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
-    """``zap_pte_range`` over many page tables of one VMA (not VM_LOCKED) at once, for the
+def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
+    """``zap_pte_range`` over many page tables of VMAs of ``mm`` (none VM_LOCKED) at once, for the
     common cases, exactly as batch by batch: zero-page entries are cleared; order-0 folios
     mapped only here with no other reference are freed; order-0 folios mapped elsewhere too
     lose a mapping and a reference; large folios mapped whole here by a run of PTEs (uniform
@@ -1079,7 +1136,7 @@ def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
     big = ~small
     if big.any():
         umc, entire = F.umc[f], F.entire[f]
-        uni = uniform_mask(s, f) | small
+        uni = _uniform_or_small(s, f, small)
         shared = big & (umc >= 2) & (ref > nr) & uni
         excl = big & (umc == 1) & (ref == nr) & (large == nr) & (entire == 0) & uni \
             & ((fl & (PG_MLOCKED | PG_SWAPCACHE | PG_ANON)) == PG_ANON)
@@ -1093,7 +1150,7 @@ def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
     handled = G.zero.copy()
     pos = run_positions(starts[sel], nr[sel])
     handled[pos] = True
-    vma.mm.anon_pages -= len(pos)
+    mm.anon_pages -= len(pos)
     # order 0, freed
     g = f[excl0]
     for pfn in F.pfn[g].tolist():
@@ -1110,7 +1167,7 @@ def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
     if len(g):
         F.ref[g] -= nr[shared]
         F.umc[g] -= 1
-        rmap.mm_sub_many(s, g, vma.mm.id, nr[shared])
+        rmap.mm_sub_many(s, g, mm.id, nr[shared])
     # large, freed
     g = f[excl]
     if len(g):
@@ -1127,14 +1184,14 @@ def zap_ptes_bulk(s: System, vma: VMA, segs: list[Seg]) -> np.ndarray:
     # the page tables
     fid = np.where(handled, NONE, G.fid).astype(np.int32)
     bits = np.where(handled, 0, G.bits).astype(np.uint8)
-    for (_, pt, i, e), o in zip(segs, G.offs.tolist(), strict=True):
+    for (_, pt, i, e, *_), o in zip(segs, G.offs.tolist(), strict=True):
         pt.fid[i:e] = fid[o:o + e - i]
         pt.bits[i:e] = bits[o:o + e - i]
     return G.leftover(handled)
 
 
-def copy_ptes_bulk(s: System, dst: VMA, segs: list[Seg]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``copy_pte_range`` over many page tables of a VMA whose mm has never pinned, at once,
+def copy_ptes_bulk(s: System, dmm: MM, segs: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``copy_pte_range`` over many page tables of an mm that has never pinned, at once,
     for the common cases, exactly as batch by batch: zero-page entries are copied; order-0
     folios, and large folios mapped whole by a run of PTEs with uniform per-page state, are
     shared with the child (PageAnonExclusive cleared, both PTEs write-protected, one more
@@ -1142,11 +1199,10 @@ def copy_ptes_bulk(s: System, dst: VMA, segs: list[Seg]) -> tuple[np.ndarray, li
     tables are created as needed. Returns, per segment, whether entries are left for the
     one-by-one path, and each segment's mask of handled slots (over its table)."""
     F = s.folios
-    dmm = dst.mm
     G = _Gather(s, segs)
     f, nr, starts = G.f, G.nr, G.starts
     small = nr == 1
-    uni = uniform_mask(s, f) | small
+    uni = _uniform_or_small(s, f, small)
     sel = G.unique(uni)
     g0 = f[sel & small]
     F.flags[g0] &= ~PG_ANON_EXCLUSIVE
@@ -1169,7 +1225,7 @@ def copy_ptes_bulk(s: System, dst: VMA, segs: list[Seg]) -> tuple[np.ndarray, li
     cidx = np.where(handled, G.idx, 0).astype(np.int16)
     cbits = np.where(shared, pbits, 0).astype(np.uint8)
     masks = []
-    for (slot, spt, i, e), o in zip(segs, G.offs.tolist(), strict=True):
+    for (slot, spt, i, e, *_), o in zip(segs, G.offs.tolist(), strict=True):
         dpt = dmm.pmd.get(slot)
         if dpt is None:
             dpt = PteTable()

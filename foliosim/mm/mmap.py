@@ -60,8 +60,10 @@ def do_munmap(s: System, mm: MM, start: int, length: int) -> int:
         vmas[0] = split_vma(vmas[0], start, "VMA boundary from munmap")
     if vmas[-1].end > end:
         split_vma(vmas[-1], end, "VMA boundary from munmap")
+    batch = memory.ZapBatch(s)
     for vma in vmas:
-        memory.zap_page_range_single(s, vma, vma.start, vma.end)
+        memory.zap_page_range_single(s, vma, vma.start, vma.end, batch=batch)
+    batch.flush()
     for vma in vmas:
         if vma.flags & VM_LOCKED:
             mm.locked_vm -= (vma.end - vma.start) >> 12
@@ -74,8 +76,10 @@ def do_munmap(s: System, mm: MM, start: int, length: int) -> int:
 def exit_mmap(s: System, mm: MM) -> None:
     """``exit_mmap``: zap every VMA in address order (a folio spanning two VMAs is unmapped
     piecewise, so it can be counted as partially mapped on the way), then drop them."""
+    batch = memory.ZapBatch(s)
     for vma in list(mm.vmas):
-        memory.zap_page_range_single(s, vma, vma.start, vma.end)
+        memory.zap_page_range_single(s, vma, vma.start, vma.end, batch=batch)
+    batch.flush()
     for vma in list(mm.vmas):
         vma.unlink_all()
     mm.vmas.clear()
@@ -87,7 +91,8 @@ def exit_mmap(s: System, mm: MM) -> None:
 def dup_mmap(s: System, parent: MM, child: MM) -> None:
     """``dup_mmap``: copy every VMA but VM_DONTCOPY ones, without VM_LOCKED/VM_LOCKONFAULT;
     each child VMA gets its own anon_vma chained to the parent's (``anon_vma_fork``); pages
-    are shared by ``copy_page_range``."""
+    are shared by ``copy_page_range`` (gathered over all VMAs, done at once where it can)."""
+    batch = memory.CopyBatch(s)
     for vma in parent.vmas:
         if vma.flags & VM_DONTCOPY:
             continue
@@ -100,4 +105,5 @@ def dup_mmap(s: System, parent: MM, child: MM) -> None:
             new.link(own)
         child.insert(new)
         if vma.anon_vma is not None:
-            memory.copy_page_range(s, new, vma)
+            memory.copy_page_range(s, new, vma, batch)
+    batch.flush()
