@@ -1072,7 +1072,9 @@ _CHUNK = 1024  # segments a bulk step gathers at once (bounds its temporary arra
 
 class _Gather:
     """The entries of many segments side by side, and the runs in them that each map one
-    whole folio, its pages in order (runs never cross a segment's edge)."""
+    whole folio, its pages in order (runs never cross a segment's edge). A page is mapped at
+    most once in an mm, so a folio has at most one whole run among the segments of one mm:
+    updating the folio columns through the runs' folio ids never meets a folio twice."""
 
     def __init__(self, s: System, segs: list[Seg]) -> None:
         F = s.folios
@@ -1099,16 +1101,6 @@ class _Gather:
         f = fid[starts].astype(np.int64)
         whole = lens == np.left_shift(1, F.order[f].astype(np.int64))
         self.starts, self.f, self.nr = starts[whole], f[whole], lens[whole].astype(np.int32)
-
-    def unique(self, sel: np.ndarray) -> np.ndarray:
-        """``sel`` without the runs of folios that have more than one run selected."""
-        g = self.f[sel]
-        u, inv, cnt = np.unique(g, return_inverse=True, return_counts=True)
-        if len(u) == len(g):
-            return sel
-        sel = sel.copy()
-        sel[np.flatnonzero(sel)[cnt[inv] > 1]] = False
-        return sel
 
     def leftover(self, handled: np.ndarray) -> np.ndarray:
         """Per segment: does it keep entries for the one-by-one path?"""
@@ -1142,7 +1134,7 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
             & ((fl & (PG_MLOCKED | PG_SWAPCACHE | PG_ANON)) == PG_ANON)
     else:
         shared = excl = np.zeros(len(f), bool)
-    sel = G.unique(excl0 | shared0 | shared | excl)
+    sel = excl0 | shared0 | shared | excl
     excl0 &= sel
     shared0 &= sel
     shared &= sel
@@ -1190,7 +1182,8 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
     return G.leftover(handled)
 
 
-def copy_ptes_bulk(s: System, dmm: MM, segs: list) -> tuple[np.ndarray, list[np.ndarray]]:
+def copy_ptes_bulk(s: System, dmm: MM, segs: list
+                   ) -> tuple[np.ndarray, list[np.ndarray | None]]:
     """``copy_pte_range`` over many page tables of an mm that has never pinned, at once,
     for the common cases, exactly as batch by batch: zero-page entries are copied; order-0
     folios, and large folios mapped whole by a run of PTEs with uniform per-page state, are
@@ -1203,7 +1196,7 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list) -> tuple[np.ndarray, list[np.
     f, nr, starts = G.f, G.nr, G.starts
     small = nr == 1
     uni = _uniform_or_small(s, f, small)
-    sel = G.unique(uni)
+    sel = uni
     g0 = f[sel & small]
     F.flags[g0] &= ~PG_ANON_EXCLUSIVE
     F.ref[g0] += 1
@@ -1224,8 +1217,10 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list) -> tuple[np.ndarray, list[np.
     cfid = np.where(handled, G.fid, NONE).astype(np.int32)
     cidx = np.where(handled, G.idx, 0).astype(np.int16)
     cbits = np.where(shared, pbits, 0).astype(np.uint8)
-    masks = []
-    for (slot, spt, i, e, *_), o in zip(segs, G.offs.tolist(), strict=True):
+    left = G.leftover(handled)
+    masks: list[np.ndarray | None] = []
+    for (slot, spt, i, e, *_), o, more in zip(segs, G.offs.tolist(), left.tolist(),
+                                              strict=True):
         dpt = dmm.pmd.get(slot)
         if dpt is None:
             dpt = PteTable()
@@ -1235,10 +1230,12 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list) -> tuple[np.ndarray, list[np.
         dpt.fid[i:e] = cfid[o:o + k]
         dpt.idx[i:e] = cidx[o:o + k]
         dpt.bits[i:e] = cbits[o:o + k]
-        m = np.zeros(512, bool)
-        m[i:e] = handled[o:o + k]
+        m = None
+        if more:
+            m = np.zeros(512, bool)
+            m[i:e] = handled[o:o + k]
         masks.append(m)
-    return G.leftover(handled), masks
+    return left, masks
 
 
 __all__ = ["PG_DIRTY", "handle_mm_fault", "zap_page_range_single", "copy_page_range"]
