@@ -132,8 +132,9 @@ def test_exit_of_the_only_mapper() -> None:
     twin(work, **MIX)
 
 
+@pytest.mark.parametrize("swap", ["file", "none"])
 @pytest.mark.parametrize("advice", ["dontneed", "free", "cold", "pageout"])
-def test_madvise_after_fork(advice: str) -> None:
+def test_madvise_after_fork(advice: str, swap: str) -> None:
     def work(s: System, p: Process) -> None:
         regions = _populate(p)
         c = p.fork("child")
@@ -141,7 +142,7 @@ def test_madvise_after_fork(advice: str) -> None:
             p.madvise(a + 1 * M + 8 * K, 3 * M, advice)
         c.exit()
         s.shrink()
-    twin(work, **MIX, swap="file")
+    twin(work, **MIX, swap=swap)
 
 
 def test_mlock_munlock_and_cow() -> None:

@@ -3,11 +3,15 @@ reclaim_pages)."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from foliosim.mm import huge_memory, memory, rmap
 from foliosim.mm.folio import (
     PG_DIRTY,
+    PG_FREE,
     PG_MLOCKED,
     PG_PARTIALLY_MAPPED,
     PG_QUEUED,
@@ -23,13 +27,23 @@ if TYPE_CHECKING:
 
 
 def reclaim_pages(s: System, folios: list[int]) -> None:
-    """``reclaim_pages`` -> ``shrink_folio_list`` for each isolated folio."""
-    work = list(folios)
+    """``reclaim_pages`` -> ``shrink_folio_list`` for each isolated folio (split-off pieces
+    go first). Without a swap device, an order-0 swap-backed folio that is not in the swap
+    cache is kept as it is (:func:`shrink_folio` does nothing to it), so those are passed
+    over at once."""
+    F = s.folios
+    if s.swap is None and len(folios) > 8 and not s.tracing:
+        f = np.asarray(folios, np.int64)
+        fl = F.flags[f]
+        kept = (F.order[f] == 0) & ((fl & (PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
+                                    == PG_SWAPBACKED)
+        folios = f[~kept].tolist()
+    work = deque(folios)
     while work:
-        f = work.pop(0)
-        if s.folios.flags[f] & 1 << 12:  # freed meanwhile
+        f = work.popleft()
+        if F.flags[f] & PG_FREE:  # freed meanwhile
             continue
-        work[:0] = shrink_folio(s, f)
+        work.extendleft(reversed(shrink_folio(s, f)))
 
 
 def shrink_folio(s: System, f: int) -> list[int]:
