@@ -221,6 +221,18 @@ class Folios:
             return bool(pa.pae[i])
         return bool(self.flags[f] & PG_ANON_EXCLUSIVE)
 
+    def pae_many(self, fids: np.ndarray, idxs: np.ndarray) -> np.ndarray:
+        """:meth:`pae` of many (folio id >= 0, page index) pairs at once."""
+        out = (self.flags[fids] & PG_ANON_EXCLUSIVE) != 0
+        if self.pages and len(fids):
+            big = self.order[fids] > 0
+            for f in np.unique(fids[big]).tolist():
+                pa = self.pages.get(f)
+                if pa is not None:
+                    m = fids == f
+                    out[m] = pa.pae[idxs[m]]
+        return out
+
     def set_pae(self, f: int, i: int, n: int, on: bool) -> None:
         """Set or clear PageAnonExclusive on pages ``[i, i + n)``."""
         if self.order[f] == 0 or (i == 0 and n == self.nr(f) and f not in self.pages):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm import huge_memory
-from foliosim.mm.folio import ZERO_FID
 from foliosim.mm.mm_types import MM, VM_ACCOUNT, VM_LOCKED, VM_NORESERVE, VM_READ, VM_WRITE, VMA
 from foliosim.mm.pgtable import P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf, PteTable
 from foliosim.mm.vma import vma_modify_flags
@@ -76,12 +77,14 @@ def change_protection(s: System, vma: VMA, start: int, end: int) -> None:
             huge_memory.split_huge_pmd(s, vma, slot, "partial mprotect (change_pmd_range)")
             ent = mm.pmd[slot]
         if isinstance(ent, PteTable):
-            for i in range((addr >> 12) & 511, ((addr >> 12) & 511) + ((nxt - addr) >> 12)):
-                f = int(ent.fid[i])
-                if f < 0 or ent.bits[i] & P_SWAP:
-                    continue
-                if not writable:
-                    ent.bits[i] &= 0xFF ^ P_WRITE
-                elif f != ZERO_FID and F.pae(f, int(ent.idx[i])):
-                    ent.bits[i] |= P_WRITE
+            i0 = (addr >> 12) & 511
+            i1 = i0 + ((nxt - addr) >> 12)
+            fid, bits = ent.fid[i0:i1], ent.bits[i0:i1]
+            present = (fid >= 0) & ((bits & P_SWAP) == 0)
+            if not writable:
+                bits[present] &= 0xFF ^ P_WRITE
+            else:
+                pos = np.flatnonzero(present)
+                pae = F.pae_many(fid[pos], ent.idx[i0:i1][pos])
+                bits[pos[pae]] |= P_WRITE
         addr = nxt
