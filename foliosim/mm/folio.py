@@ -139,6 +139,8 @@ class Folios:
         """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids."""
         n = len(pfns)
         reused = self.free_ids.pop_many(n)
+        for name in self._COLS:  # rows never used before are still zero
+            getattr(self, name)[reused] = 0
         rest = n - len(reused)
         if rest:
             while self.next_id + rest > self.cap:
@@ -148,8 +150,6 @@ class Folios:
             self.next_id += rest
         else:
             idx = reused
-        for name in self._COLS:
-            getattr(self, name)[idx] = 0
         self.pfn[idx] = pfns
         self.order[idx] = order
         self.ref[idx] = 1
