@@ -29,14 +29,20 @@ EINVAL = -22
 def do_mmap(s: System, mm: MM, addr: int, length: int, prot: str, guard: bool = False) -> VMA:
     """``do_mmap`` of private anonymous memory at a fixed address (MAP_FIXED unmaps what was
     there); mlockall(MCL_FUTURE) def_flags apply and lock-populate the new VMA."""
-    do_munmap(s, mm, addr, length)
     flags = PROT_FLAGS[prot] | mm.def_flags
     if guard:
         flags |= VM_NORESERVE
     elif flags & VM_WRITE:
         flags |= VM_ACCOUNT
-    vma = VMA(mm, addr, addr + length, flags, addr >> 12, guard)
-    mm.insert(vma)
+    vma = _replace_empty(s, mm, addr, length)
+    if vma is not None:
+        # the range was one never-faulted, unlocked VMA's with no page table: the piece cut
+        # out of it becomes the new VMA (what munmap + a fresh VMA would leave)
+        vma.flags, vma.pgoff, vma.guard = flags, addr >> 12, guard
+    else:
+        do_munmap(s, mm, addr, length)
+        vma = VMA(mm, addr, addr + length, flags, addr >> 12, guard)
+        mm.insert(vma)
     vma = try_merge_around(vma)
     if flags & VM_LOCKED:
         mm.locked_vm += length >> 12
@@ -45,6 +51,26 @@ def do_mmap(s: System, mm: MM, addr: int, length: int, prot: str, guard: bool = 
 
             mm_populate(s, mm, addr, addr + length, ignore_errors=True)
     return vma
+
+
+def _replace_empty(s: System, mm: MM, addr: int, length: int) -> VMA | None:
+    """The MAP_FIXED fast path of :func:`do_mmap`: when ``[addr, addr + length)`` lies in one
+    VMA without anon_vma, VM_LOCKED or page tables there, unmapping it zaps nothing, so the
+    piece is split out (the same VMA boundaries as munmap's) and returned for reuse; else
+    None."""
+    end = addr + length
+    old = mm.vma_at(addr)
+    if old is None or old.end < end or old.anon_vma is not None or old.flags & VM_LOCKED \
+            or old.chain:
+        return None
+    for slot in range(addr >> 21, ((end - 1) >> 21) + 1):
+        if slot in mm.pmd:
+            return None
+    if old.start < addr:
+        old = split_vma(old, addr, "VMA boundary from munmap")
+    if end < old.end:
+        split_vma(old, end, "VMA boundary from munmap")
+    return old
 
 
 def do_munmap(s: System, mm: MM, start: int, length: int) -> int:
