@@ -1221,15 +1221,18 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
     masks: list[np.ndarray | None] = []
     for (slot, spt, i, e, *_), o, more in zip(segs, G.offs.tolist(), left.tolist(),
                                               strict=True):
-        dpt = dmm.pmd.get(slot)
-        if dpt is None:
-            dpt = PteTable()
-            dmm.pmd[slot] = dpt
         k = e - i
         spt.bits[i:e] = pbits[o:o + k]
-        dpt.fid[i:e] = cfid[o:o + k]
-        dpt.idx[i:e] = cidx[o:o + k]
-        dpt.bits[i:e] = cbits[o:o + k]
+        dpt = dmm.pmd.get(slot)
+        if dpt is None and k == 512:
+            dmm.pmd[slot] = dpt = PteTable.of(cfid[o:o + k], cidx[o:o + k], cbits[o:o + k])
+        else:
+            if dpt is None:
+                dpt = PteTable()
+                dmm.pmd[slot] = dpt
+            dpt.fid[i:e] = cfid[o:o + k]
+            dpt.idx[i:e] = cidx[o:o + k]
+            dpt.bits[i:e] = cbits[o:o + k]
         m = None
         if more:
             m = np.zeros(512, bool)

@@ -34,6 +34,15 @@ class PteTable:
         self.idx = np.zeros(PTRS_PER_PTE, np.int16)
         self.bits = np.zeros(PTRS_PER_PTE, np.uint8)
 
+    @classmethod
+    def of(cls, fid: np.ndarray, idx: np.ndarray, bits: np.ndarray) -> PteTable:
+        """A table holding copies of the given 512 entries."""
+        t = cls.__new__(cls)
+        t.fid = fid.astype(np.int32)
+        t.idx = idx.astype(np.int16)
+        t.bits = bits.astype(np.uint8)
+        return t
+
     def empty(self) -> bool:
         return bool((self.fid == NONE).all())
 
