@@ -618,6 +618,10 @@ def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
         if isinstance(ent, PmdLeaf):
             if nxt - addr == PMD_SIZE:
                 f = ent.fid
+                if f == HUGE_ZERO_FID:  # nothing to unmap from the rmap
+                    del mm.pmd[slot]
+                    addr = nxt
+                    continue
                 if bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE and F.ref[f] == 1:
                     batch.simple.append((f, vma))  # freed at the flush, all at once
                 elif bulk and f >= 0 and not F.flags[f] & _NOT_SIMPLE \
