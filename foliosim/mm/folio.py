@@ -139,9 +139,21 @@ class Folios:
         """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids."""
         n = len(pfns)
         reused = self.free_ids.pop_many(n)
+        rest = n - len(reused)
+        if rest == n:  # all fresh: a contiguous block of rows, never used so still zero
+            while self.next_id + n > self.cap:
+                self._grow()
+            sl = slice(self.next_id, self.next_id + n)
+            self.next_id += n
+            self.pfn[sl] = pfns
+            self.order[sl] = order
+            self.ref[sl] = 1
+            self.anon_vma[sl] = -1
+            self.swap[sl] = -1
+            self.live += n
+            return np.arange(sl.start, sl.stop, dtype=np.int64)
         for name in self._COLS:  # rows never used before are still zero
             getattr(self, name)[reused] = 0
-        rest = n - len(reused)
         if rest:
             while self.next_id + rest > self.cap:
                 self._grow()
