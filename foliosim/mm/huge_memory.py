@@ -304,10 +304,10 @@ def split_folio(s: System, f: int, reason: str) -> int:
     F.flags[ids] = flags
     F.val[ids] = vals
     F.anon_vma[ids] = av
-    F.index[ids] = index + np.arange(nr, dtype=np.int64)
+    F.index[ids] = index + _AR512[:nr]
     F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
     if swap >= 0:
-        F.swap[ids] = swap + np.arange(nr, dtype=np.int64)
+        F.swap[ids] = swap + _AR512[:nr]
     new = ids.tolist()
     if s.tracing:
         s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
@@ -318,20 +318,20 @@ def split_folio(s: System, f: int, reason: str) -> int:
         _remap_folio_bulk(s, batches, ids, vals, zero_ok)
     else:
         _remap_folio(s, maps, new, vals, zero_ok)
-    dead = ids[F.ref[ids] == 0]
-    if len(dead):
-        nm = int(((F.flags[dead] & PG_MLOCKED) != 0).sum())
-        if nm:
-            s.vmstat.count("nr_mlock", -nm)
-            s.vmstat.count("unevictable_pgs_cleared", nm)
-        if bulk:
-            s.buddy.free_pages_of_block(pfn, order, F.pfn[dead].astype(np.int64) - pfn)
-        else:
+    if bulk:
+        _free_unused_bulk(s, ids, flags, pfn, order)
+    else:
+        dead = ids[F.ref[ids] == 0]
+        if len(dead):
+            nm = int(((F.flags[dead] & PG_MLOCKED) != 0).sum())
+            if nm:
+                s.vmstat.count("nr_mlock", -nm)
+                s.vmstat.count("unevictable_pgs_cleared", nm)
             for q in F.pfn[dead].tolist():
                 s.buddy.free_block(q, 0)
-        F.flags[dead] = PG_FREE
-        F.free_ids.extend(dead.tolist())
-        F.live -= len(dead)
+            F.flags[dead] = PG_FREE
+            F.free_ids.extend(dead.tolist())
+            F.live -= len(dead)
     s.last_split = new
     return 0
 
@@ -554,6 +554,25 @@ def _munlock_folio_times(s: System, f: int, n: int) -> None:
     if F.flags[f] & PG_LRU and F.flags[f] & PG_UNEVICTABLE and m >= 1:
         F.mlock_count[f] = max(m - n + 1, 1)
     mlock.munlock_folio(s, f)
+
+
+def _free_unused_bulk(s: System, ids: np.ndarray, flags: int, pfn: int, order: int) -> None:
+    """Free the new order-0 folios nothing maps (unmapped, or remapped to the zero page), as
+    the per-page path does, at once: they still carry the flags inherited from the folio
+    (so each is PG_mlocked if it was: ``unevictable_pgs_cleared``), their pages go back in
+    page order (:meth:`BuddyAllocator.free_pages_of_block`) and their ids in that order."""
+    F = s.folios
+    k = np.flatnonzero(F.ref[ids] == 0)  # page k of the block is folio ids[k]
+    if not len(k):
+        return
+    dead = ids[k]
+    if flags & PG_MLOCKED:
+        s.vmstat.count("nr_mlock", -len(k))
+        s.vmstat.count("unevictable_pgs_cleared", len(k))
+    s.buddy.free_pages_of_block(pfn, order, k)
+    F.flags[dead] = PG_FREE
+    F.free_ids.extend(dead)
+    F.live -= len(k)
 
 
 def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: np.ndarray,

@@ -3,8 +3,6 @@ free lists per order, split on allocation, merge with the buddy on free)."""
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 MAX_PAGE_ORDER = 10
@@ -32,7 +30,6 @@ class BuddyAllocator:
         self.frontier = base_pfn
         self.end = base_pfn + top
         self.nr_free = top
-        self._whole_ops: dict[int, tuple] = {}
         # Small pieces beyond the last whole block are not used.
 
     def alloc(self, order: int) -> int:
@@ -107,19 +104,29 @@ class BuddyAllocator:
             return
         assert (head - self.base_pfn) % nr == 0
         self.nr_free += m
-        if m == nr:  # the whole block: the same operations every time, kept
-            ops = self._whole_ops.get(order)
-            if ops is None:
-                ops = self._whole_ops[order] = _block_ops(order, np.arange(nr, dtype=np.int64))
+        if m == nr:  # every page: the same operations for every block, kept
+            plan = _WHOLE.get(order)
+            if plan is None:
+                plan = _WHOLE[order] = _free_plan(order, np.arange(nr, dtype=np.int64))
         else:
-            ops = _block_ops(order, np.asarray(offsets, dtype=np.int64))
-        pick, rel, whole = ops
-        if pick is not None:
-            table = []
-            for st in self.free[:order]:
-                table += (st.discard, st.add)
-            for meth, key in zip(pick(table), (head + rel).tolist(), strict=True):
-                meth(key)
+            plan = _free_plan(order, np.asarray(offsets, dtype=np.int64))
+        counts, rel, paired, whole = plan
+        keys = (head + rel).tolist()
+        pos = 0
+        for k, c in enumerate(counts):
+            if not c:
+                continue
+            add, discard = self.free[k].add, self.free[k].discard
+            if paired is None:  # every block added is taken off again at once
+                for key in keys[pos:pos + c]:
+                    add(key)
+                    discard(key)
+            else:
+                for key, taken in zip(keys[pos:pos + c], paired[pos:pos + c], strict=True):
+                    add(key)
+                    if taken:
+                        discard(key)
+            pos += c
         if whole:  # the last page completed the whole block: merge on up
             self._merge(head, order)
 
@@ -127,33 +134,71 @@ class BuddyAllocator:
         return self.nr_free
 
 
-def _block_ops(order: int, x: np.ndarray) -> tuple:
-    """The free-list operations of freeing pages ``x`` (ascending offsets) of a wholly
-    allocated block of ``1 << order`` pages one by one, below level ``order``: a picker of the
-    set methods (``discard``/``add`` of free list ``k`` at ``2k``/``2k+1`` of a table), the
-    keys relative to the block, and whether the last page completes the block."""
+_WHOLE: dict[int, tuple] = {}  # the plan of freeing every page of a block, per order
+_TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _tables(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """For offsets inside a block of ``1 << order`` pages: the number of trailing one bits
+    of each offset, and floor(log2(n)) for run lengths n (index 0 unused)."""
+    t = _TABLES.get(order)
+    if t is None:
+        nr = 1 << order
+        x = np.arange(nr, dtype=np.int64)
+        low = (x + 1) & -(x + 1)  # the lowest zero bit of x, as a power of two
+        trail = np.zeros(nr, np.int64)
+        flog = np.zeros(nr + 1, np.int64)
+        for k in range(1, order + 1):
+            trail[low >= (1 << k)] = k
+            flog[1 << k:] = k
+        t = _TABLES[order] = (trail, flog)
+    return t
+
+
+def _chains(order: int, x: np.ndarray) -> np.ndarray:
+    """How far each page's merge goes when pages ``x`` (ascending offsets) of a wholly
+    allocated block are freed in turn: page ``x`` merges up to level ``j``, the largest with
+    the aligned block of ``2**j`` pages ending at ``x`` wholly freed by then (``x``'s low
+    ``j`` bits all ones, the run of freed pages ending at ``x`` at least ``2**j`` long)."""
+    trail, flog = _tables(order)
     m = len(x)
-    full = np.zeros(1 << order, bool)
-    full[x] = True
-    j = np.zeros(m, np.int64)
-    going = np.ones(m, bool)
-    for k in range(order):
-        blk = x >> k
-        going &= (blk & 1).astype(bool) & full[np.maximum(blk - 1, 0)]
-        if not going.any():
-            break
-        j += going
-        full = full.reshape(-1, 2).all(axis=1)  # the wholly freed blocks of level k + 1
-    codes, rel = [], []
-    for k in range(min(order, int(j.max()) + 1)):
-        sel = j >= k
-        xs = x[sel] >> k
-        add = j[sel] == k
-        codes.append(2 * k + add)
-        rel.append(np.where(add, xs, xs - 1) << k)
+    idx = np.arange(m, dtype=np.int64)
+    start = np.zeros(m, np.int64)
+    brk = np.flatnonzero(np.diff(x) != 1) + 1  # where a run of consecutive offsets begins
+    start[brk] = brk
+    np.maximum.accumulate(start, out=start)
+    return np.minimum(trail[x], flog[idx - start + 1])
+
+
+def _free_plan(order: int, x: np.ndarray) -> tuple:
+    """The free-list operations below level ``order`` of freeing pages ``x`` (ascending
+    offsets) of a wholly allocated block one by one.
+
+    Page ``x`` merging up to level ``j < order`` discards its lower buddies at levels
+    ``0 .. j-1`` (blocks it added itself earlier, see below) and adds its block ``b`` (the
+    ``2**j`` pages ending at ``x``) to free list ``j``. If ``b`` is a lower half and its upper
+    half gets wholly freed later in the batch, the upper half's last page takes ``b`` off
+    list ``j`` again, and nothing else happens on list ``j`` in between (only smaller blocks
+    of the upper half complete meanwhile). So list ``k`` sees, in page order, "add ``b``"
+    units, each followed at once by "discard ``b``" when ``b`` is taken.
+
+    :returns: the number of units per list ``0 .. order-1``, their keys (relative to the
+        block) grouped by list in page order, whether each is taken (None: all are), and
+        whether the last page completes the whole block (its merge goes on above ``order``)
+    """
+    j = _chains(order, x)
+    m = len(x)
+    brk = np.flatnonzero(np.diff(x) != 1)  # the last index of each run but the final one
+    end = np.full(m, m - 1, np.int64)
+    end[brk] = brk
+    run_end = x[np.minimum.accumulate(end[::-1])[::-1]]  # the last offset of x's run
     whole = int(j[-1]) == order
-    if not codes:
-        return None, None, whole
-    c = np.concatenate(codes).tolist()
-    pick = operator.itemgetter(*c) if len(c) > 1 else (lambda t, i=c[0]: (t[i],))
-    return pick, np.concatenate(rel), whole
+    if whole:
+        x, j, run_end = x[:-1], j[:-1], run_end[:-1]
+    size = np.left_shift(1, j)
+    b = x - size + 1
+    taken = ((b & size) == 0) & (run_end >= b + 2 * size - 1)
+    by = np.argsort(j, kind="stable")
+    counts = np.bincount(j, minlength=order).tolist()
+    paired = None if taken.all() else taken[by].tolist()
+    return counts, b[by], paired, whole
