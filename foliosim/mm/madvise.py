@@ -148,13 +148,13 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
                         i = _next(todo, i + n, iend)
                         continue
                 if not F.maybe_mapped_shared(f):
-                    if pageout:
-                        found.append((i, f))
-                    else:
+                    if not pageout:
                         _cold_or_isolate(s, f, pageout, isolated)
+                    elif not F.flags[f] & PG_UNEVICTABLE:
+                        found.append((i, f))
                 i = _next(todo, i + n, iend)
-            for _, f in sorted(found):
-                _cold_or_isolate(s, f, pageout, isolated)
+            found.sort()
+            isolated.update(dict.fromkeys(f for _, f in found))
         addr = nxt
     if pageout and isolated:
         vmscan.reclaim_pages(s, list(isolated))

@@ -32,18 +32,27 @@ def reclaim_pages(s: System, folios: list[int]) -> None:
     cache is kept as it is (:func:`shrink_folio` does nothing to it), so those are passed
     over at once."""
     F = s.folios
-    if s.swap is None and len(folios) > 8 and not s.tracing:
-        f = np.asarray(folios, np.int64)
-        fl = F.flags[f]
-        kept = (F.order[f] == 0) & ((fl & (PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
-                                    == PG_SWAPBACKED)
-        folios = f[~kept].tolist()
-    work = deque(folios)
+    skip = s.swap is None and not s.tracing
+    work = deque(_not_kept(s, folios) if skip else folios)
     while work:
         f = work.popleft()
         if F.flags[f] & PG_FREE:  # freed meanwhile
             continue
-        work.extendleft(reversed(shrink_folio(s, f)))
+        pieces = shrink_folio(s, f)
+        work.extendleft(reversed(_not_kept(s, pieces) if skip else pieces))
+
+
+def _not_kept(s: System, folios: list[int]) -> list[int]:
+    """``folios`` without the order-0 swap-backed ones outside the swap cache, which
+    :func:`shrink_folio` keeps as they are when there is no swap device."""
+    if len(folios) < 8:
+        return folios
+    F = s.folios
+    f = np.asarray(folios, np.int64)
+    fl = F.flags[f]
+    kept = (F.order[f] == 0) & ((fl & (PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
+                                == PG_SWAPBACKED)
+    return f[~kept].tolist()
 
 
 def shrink_folio(s: System, f: int) -> list[int]:
@@ -81,8 +90,16 @@ def shrink_folio(s: System, f: int) -> list[int]:
 
 
 def _pieces(s: System, pfn: int, nr: int) -> list[int]:
-    """The order-0 folios a split just made that are still alive."""
-    return [g for g in s.last_split if not s.folios.flags[g] & (1 << 12)]
+    """The order-0 folios a split just made that are still alive. Without a swap device the
+    swap-backed ones are left out, as :func:`reclaim_pages` passes them over: nothing changes
+    them before their turn and :func:`shrink_folio` would keep them as they are."""
+    F = s.folios
+    ids = np.asarray(s.last_split, np.int64)
+    fl = F.flags[ids]
+    keep = (fl & PG_FREE) == 0
+    if s.swap is None and not s.tracing:
+        keep &= (fl & (PG_SWAPBACKED | PG_SWAPCACHE)) != PG_SWAPBACKED
+    return ids[keep].tolist()
 
 
 def _mappings(s: System, f: int):
