@@ -273,11 +273,14 @@ class Process:
                 a = nxt
                 continue
             if ent is not None and not isinstance(ent, PmdLeaf):
-                n = self._store_present(ent, a, (nxt - a) >> 12, value)
-                if n:
-                    a += n << 12
+                i = (a >> 12) & 511
+                f, b = int(ent.fid[i]), int(ent.bits[i])
+                if b & P_SWAP:
+                    pass  # swap-in: one by one
+                elif f >= 0 and b & P_WRITE:
+                    a += self._store_present(ent, a, (nxt - a) >> 12, value) << 12
                     continue
-                if memory.do_wp_pages_bulk(s, vma, ent, a, nxt):
+                elif f != -1 and memory.do_wp_pages_bulk(s, vma, ent, a, nxt):
                     continue  # now writable: stored on the next turn
             if ent is None and nxt - a == PMD_SIZE:
                 big = memory.do_huge_pmd_anonymous_pages_bulk(
@@ -309,7 +312,7 @@ class Process:
         i = (a >> 12) & 511
         fids = pt.fid[i:i + n]
         bits = pt.bits[i:i + n]
-        ok = (fids >= 0) & ((bits & P_WRITE) != 0) & ((bits & P_SWAP) == 0)
+        ok = (bits & (P_WRITE | P_SWAP)) == P_WRITE  # writable implies a present folio
         run = n if ok.all() else int(ok.argmin())
         if not run:
             return 0
