@@ -20,7 +20,7 @@ import pytest
 from mmhelpers import MB, PAGE, PMD, make_system
 
 from foliosim.bench.churn import ChurnConfig, run_churn
-from foliosim.mm import huge_memory, mlock, rmap
+from foliosim.mm import huge_memory, mlock, rmap, vmscan
 from foliosim.mm.folio import PG_LRU, PG_MLOCKED, PG_MM_SHARED, PG_UNEVICTABLE
 from foliosim.mm.invariants import check_invariants
 from foliosim.mm.page_alloc import BuddyAllocator
@@ -309,6 +309,39 @@ def test_madvise_splits_like_per_page(monkeypatch, advice: str) -> None:
 
     ref, got = both_ways(monkeypatch, build, advise)
     assert_same(ref, got)
+
+
+@pytest.mark.parametrize("swap", ["none", "file"])
+def test_reclaim_of_split_pieces_like_one_by_one(swap: str) -> None:
+    """MADV_PAGEOUT splits large folios and reclaims the pieces; without a swap device the
+    swap-backed pieces, which ``shrink_folio`` would keep as they are, are passed over at once
+    (``vmscan._pieces``). The reference is the same MADV_PAGEOUT with tracing on, which takes
+    every per-item path (split page by page, every live piece handed to ``shrink_folio``)."""
+    def build() -> tuple[System, int]:
+        s, p, a = _thp_system(swap=swap)
+        p.write(a, 8 * MB, 4)
+        p.munmap(a + 3 * PAGE, 2 * PAGE)
+        p.munmap(a + PMD + 100 * PAGE, 30 * PAGE)
+        p.madvise(a + 2 * PMD, 8 * PAGE, "free")
+        p.write(a + 3 * PMD, 64 * PAGE, 0)
+        return s, a
+
+    handed: list[int] = []
+    pieces = vmscan._pieces
+    snaps = []
+    for trace in (True, False):
+        s, a = build()
+        s.tracing = trace
+        try:
+            vmscan._pieces = lambda s, pfn, nr: handed.append(nr) or pieces(s, pfn, nr)
+            s.process("main").madvise(a, 8 * MB, "pageout")  # -ENOMEM for the holes
+        finally:
+            vmscan._pieces = pieces
+        s.tracing = False
+        snaps.append(snapshot(s))
+    assert handed
+    assert snaps[0]["events"].get("thp_split_page")
+    assert_same(snaps[0], snaps[1])
 
 
 @pytest.mark.parametrize("policy", ["linux-6.11", "split-on-cut", "deferred-rmap-check"])
