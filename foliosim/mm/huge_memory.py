@@ -259,7 +259,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
     F = s.folios
     order = int(F.order[f])
     nr = F.nr(f)
-    name = s.fname(f)
+    name = s.fname(f) if s.tracing else ""
     ok, extra = can_split_folio(s, f)
     ret = 0
     if not rmap.folio_mapped(s, f):
@@ -290,6 +290,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
     # __split_unmapped_folio: order-0 folios inheriting the folio flags
     flags = int(F.flags[f]) & (PG_MLOCKED | PG_UNEVICTABLE | PG_ACTIVE | PG_DIRTY
                                | PG_SWAPBACKED | PG_SWAPCACHE | PG_ANON | PG_LRU)
+    uniform = f not in F.pages  # every page holds the folio's one value
     vals = F.values(f).copy()
     pfn = int(F.pfn[f])
     av, index = int(F.anon_vma[f]), int(F.index[f])
@@ -315,7 +316,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
     # page goes to the shared zero page unless mlocked or in a VM_LOCKED VMA)
     zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
     if bulk:
-        _remap_folio_bulk(s, batches, ids, vals, zero_ok)
+        _remap_folio_bulk(s, batches, ids, vals, zero_ok, uniform)
     else:
         _remap_folio(s, maps, new, vals, zero_ok)
     if bulk:
@@ -432,14 +433,18 @@ def _freeze_pmd_table(s: System, vma: VMA, slot: int, ent: PmdLeaf
 
 
 # -- the folio split a page table at a time ----------------------------------------------------
-_Batch = tuple[VMA, PteTable, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# (VMA, table, slots, pages, PTE bits, PAE); slots and pages None for a frozen PMD, whose bits
+# and PAE are one value each
+_Batch = tuple[VMA, PteTable, "np.ndarray | None", "np.ndarray | None", "np.ndarray | int",
+               "np.ndarray | bool"]
 
 
 def _unmap_folio_bulk(s: System, f: int, nr: int) -> list[_Batch]:
     """``unmap_folio`` (``try_to_migrate`` of every mapping) a page table at a time: the same
     walk as the per-page loop of :func:`split_folio`, each table's PTEs of the folio cleared
     and their rmap removed at once (:func:`_remove_rmap_ptes_bulk`). Returns per table the
-    entries to remap: table slots, folio pages, PTE bits and PageAnonExclusive."""
+    entries to remap: table slots, folio pages, PTE bits and PageAnonExclusive (for a frozen
+    PMD: no slots or pages, meaning slot k for page k, and one value of the bits and PAE)."""
     F = s.folios
     out: list[_Batch] = []
     for vma, addr in list(rmap.rmap_walk(s, f)):
@@ -450,8 +455,7 @@ def _unmap_folio_bulk(s: System, f: int, nr: int) -> list[_Batch]:
             ent = mm.pmd.get(slot)
             if isinstance(ent, PmdLeaf) and ent.fid == f:
                 pt, bits, excl = _freeze_pmd_table(s, vma, slot, ent)
-                out.append((vma, pt, _AR512, _AR512, np.full(512, bits, np.uint8),
-                            np.full(512, excl)))
+                out.append((vma, pt, None, None, bits, excl))  # slot k for page k, all alike
                 continue
             if not isinstance(ent, PteTable):
                 continue
@@ -576,15 +580,34 @@ def _free_unused_bulk(s: System, ids: np.ndarray, flags: int, pfn: int, order: i
 
 
 def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: np.ndarray,
-                      zero_ok: bool) -> None:
+                      zero_ok: bool, uniform: bool) -> None:
     """``remap_page`` after the split a page table at a time, as the per-page loop of
     :func:`split_folio`: zero-filled pages to the shared zero page (``zero_ok``, not in a
     VM_LOCKED VMA), the others to their new order-0 folio with one mapping and reference,
-    PageAnonExclusive kept, mlocked in a VM_LOCKED VMA."""
+    PageAnonExclusive kept, mlocked in a VM_LOCKED VMA. ``uniform``: every page holds the
+    same value."""
     F = s.folios
     for vma, pt, ii, ks, bits, excl in batches:
-        g = ids[ks]
         locked = vma.flags & VM_LOCKED
+        if ii is None:  # a frozen PMD: slot k maps page k, the table is fresh
+            if zero_ok and not locked and uniform and vals[0] == 0:
+                pt.fid[:] = ZERO_FID  # idx and bits are 0 already
+                vma.mm.anon_pages -= len(ids)
+                continue
+            if not (zero_ok and not locked) or uniform:  # no page goes to the zero page
+                pt.fid[:] = ids
+                pt.bits[:] = bits
+                F.ref[ids] += 1
+                F.large[ids] += 1  # folio_add_anon_rmap_pte of an order-0 folio
+                if excl:
+                    F.flags[ids] |= PG_ANON_EXCLUSIVE
+                if locked:
+                    mlock.mlock_folios_small(s, ids)
+                continue
+            ii = ks = _AR512
+            bits = np.full(512, bits, np.uint8)
+            excl = np.full(512, excl)
+        g = ids[ks]
         if zero_ok and not locked:
             zero = vals[ks] == 0
             nz = int(np.count_nonzero(zero))
