@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_FREE, ZERO_FID
 from foliosim.mm.pgtable import P_SWAP, PmdLeaf
@@ -205,3 +207,57 @@ def test_unmap_and_exit_without_fork() -> None:
         p.mlock(z + 2 * M, 2 * M)
         p.exit()
     twin(work, **MIX, max_ptes_none=409)
+
+
+# -- random workloads -----------------------------------------------------------------------
+_OPS = ("write", "write0", "read", "munmap", "mmap", "mprotect_r", "mprotect_rw", "mlock",
+        "munlock", "dontneed", "free", "cold", "pageout", "fork", "exit_child", "shrink",
+        "child_write", "child_munmap")
+_op = st.tuples(st.sampled_from(_OPS), st.integers(0, 2), st.integers(0, 2047),
+                st.integers(1, 1024))
+
+
+def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> None:
+    """Three regions (THP, 64K mTHP, small), then the ops, each on a page range of one."""
+    regions = _populate(p)
+    child: Process | None = None
+    for name, r, page, pages in ops:
+        a = regions[r] + page * 4 * K
+        n = min(pages, 2048 - page) * 4 * K
+        if name == "write":
+            p.write(a, n, page + 7)
+        elif name == "write0":
+            p.write(a, n, 0)
+        elif name == "read":
+            p.read(a, n)
+        elif name == "munmap":
+            p.munmap(a, n)
+        elif name == "mmap":
+            p.mmap(a, n, "rw")
+        elif name == "mprotect_r":
+            p.mprotect(a, n, "r")
+        elif name == "mprotect_rw":
+            p.mprotect(a, n, "rw")
+        elif name in ("mlock", "munlock"):
+            getattr(p, name)(a, n)
+        elif name in ("dontneed", "free", "cold", "pageout"):
+            p.madvise(a, n, name)
+        elif name == "fork" and child is None:
+            child = p.fork("child")
+        elif name == "exit_child" and child is not None:
+            child.exit()
+            child = None
+        elif name == "shrink":
+            s.shrink()
+        elif name == "child_write" and child is not None:
+            child.write(a, n, page + 11)
+        elif name == "child_munmap" and child is not None:
+            child.munmap(a, n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(_op, min_size=1, max_size=14), swap=st.sampled_from(["none", "file"]),
+       mpn=st.sampled_from([511, 409]))
+def test_random_workloads(ops: list[tuple[str, int, int, int]], swap: str, mpn: int) -> None:
+    """Any sequence of the churn's operations leaves the same state on both paths."""
+    twin(lambda s, p: _run_ops(s, p, ops), **MIX, swap=swap, max_ptes_none=mpn)

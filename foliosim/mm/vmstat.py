@@ -27,12 +27,14 @@ class VmStat:
         self.mthp: dict[int, defaultdict[str, int]] = {o: defaultdict(int) for o in MTHP_ORDERS}
 
     def count(self, item: str, n: int = 1) -> None:
-        """``count_vm_event`` / ``mod_node_page_state`` for a vmstat item."""
-        self.events[item] += n
+        """``count_vm_event`` / ``mod_node_page_state`` for a vmstat item (a counter never
+        moved stays absent: absent reads as zero)."""
+        if n:
+            self.events[item] += n
 
     def count_mthp(self, order: int, stat: str, n: int = 1) -> None:
         """``count_mthp_stat`` / ``mod_mthp_stat``; orders below 2 have no stats."""
-        if order >= 2:
+        if order >= 2 and n:
             self.mthp[order][stat] += n
 
     def snapshot(self) -> dict[str, dict]:
