@@ -575,7 +575,10 @@ class ZapBatch:
             return
         for c in range(0, len(segs), _CHUNK):
             chunk = segs[c:c + _CHUNK]
-            left = zap_ptes_bulk(s, chunk[0][4].mm, chunk)
+            if len(chunk) <= 2 and sum(_batches(pt, i, e) for _, pt, i, e, _ in chunk) <= 8:
+                left = np.ones(len(chunk), bool)  # a few batches: one by one is cheaper
+            else:
+                left = zap_ptes_bulk(s, chunk[0][4].mm, chunk)
             for (slot, pt, i, e, vma), more in zip(chunk, left.tolist(), strict=True):
                 if more:
                     zap_pte_range(s, vma, pt, i, e)
@@ -593,6 +596,13 @@ class ZapBatch:
             zap_huge_pmds_shared_bulk(self.s, self.shared[0][1],
                                       np.array([f for f, _ in self.shared], np.int64))
             self.shared.clear()
+
+
+def _batches(pt: PteTable, i: int, e: int) -> int:
+    """About how many ``folio_pte_batch`` batches the slots ``[i, e)`` hold (the number of
+    places the entry changes folio, plus one)."""
+    f = pt.fid[i:e]
+    return int(np.count_nonzero(f[1:] != f[:-1])) + 1
 
 
 def zap_page_range_single(s: System, vma: VMA, start: int, end: int,
