@@ -564,7 +564,7 @@ def _free_unused_bulk(s: System, ids: np.ndarray, flags: int, pfn: int, order: i
     """Free the new order-0 folios nothing maps (unmapped, or remapped to the zero page), as
     the per-page path does, at once: they still carry the flags inherited from the folio
     (so each is PG_mlocked if it was: ``unevictable_pgs_cleared``), their pages go back in
-    page order (:meth:`BuddyAllocator.free_pages_of_block`) and their ids in that order."""
+    block at once (:meth:`BuddyAllocator.free_pages_of_block`) and their ids in page order."""
     F = s.folios
     k = np.flatnonzero(F.ref[ids] == 0)  # page k of the block is folio ids[k]
     if not len(k):

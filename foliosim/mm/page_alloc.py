@@ -85,120 +85,35 @@ class BuddyAllocator:
             merge(pfn, order)
 
     def free_pages_of_block(self, head: int, order: int, offsets: np.ndarray) -> None:
-        """Free the order-0 pages ``head + offsets`` (ascending) of the block of ``1 << order``
-        pages at ``head``, every page of which is allocated (the pages of a folio just split,
-        ``__split_unmapped_folio`` then ``free_folio_and_swap_cache`` of the unused ones):
-        exactly :meth:`free_block` ``(head + x, 0)`` for each ``x`` in turn, the same set
-        operations on each free list in the same order (so later allocations return the same
-        PFNs), computed at once.
+        """Free the order-0 pages ``head + offsets`` of the block of ``1 << order`` pages at
+        ``head``, every page of which is allocated (the pages of a folio just split,
+        ``__split_unmapped_folio`` then ``free_folio_and_swap_cache`` of the unused ones).
 
-        Inside the block a page's merge chain is known without looking at the free lists: at
-        level ``k`` its block merges only when it is the upper half and the lower half is
-        already wholly freed by this batch (nothing else inside the block is free), so the
-        page discards the lower buddies of levels ``0 .. j-1`` and adds its level-``j`` block.
-        Only the page that completes the whole block looks further, at the real free lists.
-        """
+        Freeing them one by one (:meth:`free_block`) merges each with its free buddies; the
+        free lists it leaves are the freed pages cut into maximal aligned blocks, whatever
+        the order of the frees (buddy merging is confluent), and nothing else in the block is
+        free. So those blocks are added at once; only a wholly freed block merges on above
+        ``order``. (The sets' iteration order, hence which PFN a later allocation takes, may
+        differ from one-by-one freeing; PFNs are only ever compared relatively.)"""
         nr = 1 << order
         m = len(offsets)
         if not m:
             return
         assert (head - self.base_pfn) % nr == 0
         self.nr_free += m
-        if m == nr:  # every page: the same operations for every block, kept
-            plan = _WHOLE.get(order)
-            if plan is None:
-                plan = _WHOLE[order] = _free_plan(order, np.arange(nr, dtype=np.int64))
-        else:
-            plan = _free_plan(order, np.asarray(offsets, dtype=np.int64))
-        counts, rel, paired, whole = plan
-        keys = (head + rel).tolist()
-        pos = 0
-        for k, c in enumerate(counts):
-            if not c:
-                continue
-            add, discard = self.free[k].add, self.free[k].discard
-            if paired is None:  # every block added is taken off again at once
-                for key in keys[pos:pos + c]:
-                    add(key)
-                    discard(key)
-            else:
-                for key, taken in zip(keys[pos:pos + c], paired[pos:pos + c], strict=True):
-                    add(key)
-                    if taken:
-                        discard(key)
-            pos += c
-        if whole:  # the last page completed the whole block: merge on up
+        if m == nr:
             self._merge(head, order)
+            return
+        full = np.zeros(nr, bool)
+        full[offsets] = True
+        for k in range(order):
+            up = full[0::2] & full[1::2]  # the wholly freed blocks one level up
+            top = np.flatnonzero(full & ~np.repeat(up, 2))
+            if len(top):
+                self.free[k].update((head + (top << k)).tolist())
+            if not up.any():
+                break
+            full = up
 
     def free_pages(self) -> int:
         return self.nr_free
-
-
-_WHOLE: dict[int, tuple] = {}  # the plan of freeing every page of a block, per order
-_TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _tables(order: int) -> tuple[np.ndarray, np.ndarray]:
-    """For offsets inside a block of ``1 << order`` pages: the number of trailing one bits
-    of each offset, and floor(log2(n)) for run lengths n (index 0 unused)."""
-    t = _TABLES.get(order)
-    if t is None:
-        nr = 1 << order
-        x = np.arange(nr, dtype=np.int64)
-        low = (x + 1) & -(x + 1)  # the lowest zero bit of x, as a power of two
-        trail = np.zeros(nr, np.int64)
-        flog = np.zeros(nr + 1, np.int64)
-        for k in range(1, order + 1):
-            trail[low >= (1 << k)] = k
-            flog[1 << k:] = k
-        t = _TABLES[order] = (trail, flog)
-    return t
-
-
-def _chains(order: int, x: np.ndarray) -> np.ndarray:
-    """How far each page's merge goes when pages ``x`` (ascending offsets) of a wholly
-    allocated block are freed in turn: page ``x`` merges up to level ``j``, the largest with
-    the aligned block of ``2**j`` pages ending at ``x`` wholly freed by then (``x``'s low
-    ``j`` bits all ones, the run of freed pages ending at ``x`` at least ``2**j`` long)."""
-    trail, flog = _tables(order)
-    m = len(x)
-    idx = np.arange(m, dtype=np.int64)
-    start = np.zeros(m, np.int64)
-    brk = np.flatnonzero(np.diff(x) != 1) + 1  # where a run of consecutive offsets begins
-    start[brk] = brk
-    np.maximum.accumulate(start, out=start)
-    return np.minimum(trail[x], flog[idx - start + 1])
-
-
-def _free_plan(order: int, x: np.ndarray) -> tuple:
-    """The free-list operations below level ``order`` of freeing pages ``x`` (ascending
-    offsets) of a wholly allocated block one by one.
-
-    Page ``x`` merging up to level ``j < order`` discards its lower buddies at levels
-    ``0 .. j-1`` (blocks it added itself earlier, see below) and adds its block ``b`` (the
-    ``2**j`` pages ending at ``x``) to free list ``j``. If ``b`` is a lower half and its upper
-    half gets wholly freed later in the batch, the upper half's last page takes ``b`` off
-    list ``j`` again, and nothing else happens on list ``j`` in between (only smaller blocks
-    of the upper half complete meanwhile). So list ``k`` sees, in page order, "add ``b``"
-    units, each followed at once by "discard ``b``" when ``b`` is taken.
-
-    :returns: the number of units per list ``0 .. order-1``, their keys (relative to the
-        block) grouped by list in page order, whether each is taken (None: all are), and
-        whether the last page completes the whole block (its merge goes on above ``order``)
-    """
-    j = _chains(order, x)
-    m = len(x)
-    brk = np.flatnonzero(np.diff(x) != 1)  # the last index of each run but the final one
-    end = np.full(m, m - 1, np.int64)
-    end[brk] = brk
-    run_end = x[np.minimum.accumulate(end[::-1])[::-1]]  # the last offset of x's run
-    whole = int(j[-1]) == order
-    if whole:
-        x, j, run_end = x[:-1], j[:-1], run_end[:-1]
-    size = np.left_shift(1, j)
-    b = x - size + 1
-    taken = ((b & size) == 0) & (run_end >= b + 2 * size - 1)
-    by = np.argsort(j, kind="stable")
-    counts = np.bincount(j, minlength=order).tolist()
-    paired = None if taken.all() else taken[by].tolist()
-    return counts, b[by], paired, whole
