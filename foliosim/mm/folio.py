@@ -98,12 +98,13 @@ class Folios:
     """All folios of the system as columns. A folio is an ``int`` id into them."""
 
     # Column widths: PFNs and swap slots fit 31 bits (8 TiB of RAM or swap), flags 14 bits,
-    # nr_mapped and mlock_count at most 512 and the number of VMAs; 69 bytes a folio.
+    # nr_mapped, mlock_count and the per-mm mapping counts mmc0/mmc1 at most 512 (a page is
+    # mapped at most once per mm) or the number of VMAs; 65 bytes a folio.
     _COLS = {
         "pfn": np.int32, "order": np.int8, "ref": np.int32, "pin": np.int32,
         "entire": np.int32, "large": np.int32, "nr_mapped": np.int16, "flags": np.int16,
         "mlock_count": np.int16, "index": np.int64, "anon_vma": np.int32,
-        "mm0": np.int32, "mm1": np.int32, "mmc0": np.int32, "mmc1": np.int32,
+        "mm0": np.int32, "mm1": np.int32, "mmc0": np.int16, "mmc1": np.int16,
         "val": np.uint64, "swap": np.int32, "umc": np.int32,
     }
 

@@ -1100,20 +1100,30 @@ class _Gather:
         fid, idx = self.fid, self.idx
         n = len(fid)
         self.swap = (self.bits & P_SWAP) != 0
-        self.present = (fid >= 0) & ~self.swap
+        self.present = present = (fid >= 0) & ~self.swap
         self.zero = (fid == ZERO_FID) & ~self.swap
-        present = self.present
-        cont = np.zeros(n, bool)
-        cont[1:] = (fid[1:] == fid[:-1]) & (idx[1:] == idx[:-1] + 1) & present[1:] \
-            & present[:-1]
-        cont[self.offs] = False
-        starts = np.flatnonzero(~cont)
-        lens = np.diff(np.append(starts, n))
-        ok = present[starts] & (idx[starts] == 0)
-        starts, lens = starts[ok], lens[ok]
-        f = fid[starts].astype(np.int64)
-        whole = lens == np.left_shift(1, F.order[f].astype(np.int64))
-        self.starts, self.f, self.nr = starts[whole], f[whole], lens[whole].astype(np.int32)
+        # order-0 folios are runs of one page; only large folios' pages need the run search
+        order = F.order[np.where(present, fid, 0)]
+        small = present & (order == 0)
+        p0 = np.flatnonzero(small)
+        pb = np.flatnonzero(present & ~small)
+        if len(pb):
+            fb, ib = fid[pb], idx[pb]
+            segstart = np.zeros(n, bool)
+            segstart[self.offs] = True
+            cont = np.zeros(len(pb), bool)
+            cont[1:] = (pb[1:] == pb[:-1] + 1) & (fb[1:] == fb[:-1]) & (ib[1:] == ib[:-1] + 1) \
+                & ~segstart[pb[1:]]
+            first = np.flatnonzero(~cont)
+            lens = np.diff(np.append(first, len(pb)))
+            ok = (ib[first] == 0) & (lens == np.left_shift(1, order[pb[first]].astype(np.int64)))
+            first, lens = first[ok], lens[ok]
+            self.starts = np.concatenate((p0, pb[first]))
+            self.f = np.concatenate((fid[p0], fb[first])).astype(np.int64)
+            self.nr = np.concatenate((np.ones(len(p0), np.int32), lens.astype(np.int32)))
+        else:
+            self.starts, self.f = p0, fid[p0].astype(np.int64)
+            self.nr = np.ones(len(p0), np.int32)
 
     def leftover(self, handled: np.ndarray) -> np.ndarray:
         """Per segment: does it keep entries for the one-by-one path?"""

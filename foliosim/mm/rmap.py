@@ -62,7 +62,7 @@ def _mm_sub(s: System, f: int, mm_id: int, diff: int) -> None:
 def mm_add_many(s: System, f: np.ndarray, mm_id: int, diff: np.ndarray | int) -> None:
     """:func:`_mm_add` for many distinct large folios at once (same slot rules)."""
     F = s.folios
-    diff = np.broadcast_to(np.asarray(diff, np.int32), f.shape)
+    diff = np.broadcast_to(np.asarray(diff, np.int16), f.shape)
     F.large[f] += diff
     total = F.large[f]
     m0, m1 = F.mm0[f], F.mm1[f]
@@ -84,7 +84,7 @@ def mm_add_many(s: System, f: np.ndarray, mm_id: int, diff: np.ndarray | int) ->
 def mm_sub_many(s: System, f: np.ndarray, mm_id: int, diff: np.ndarray | int) -> None:
     """:func:`_mm_sub` for many distinct large folios at once (same slot rules)."""
     F = s.folios
-    diff = np.broadcast_to(np.asarray(diff, np.int32), f.shape)
+    diff = np.broadcast_to(np.asarray(diff, np.int16), f.shape)
     F.large[f] -= diff
     total = F.large[f]
     in0 = F.mm0[f] == mm_id
