@@ -284,13 +284,16 @@ def do_wp_page(s: System, vma: VMA, pt: PteTable, addr: int, unshare: bool) -> i
     return wp_page_copy(s, vma, pt, addr)
 
 
-def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int) -> int:
+def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
+                           value: int | None = None) -> int:
     """Write faults over ``[addr, end)`` (one PMD slot, one VMA) where ``alloc_anon_folio``
     picks an mTHP order: each naturally aligned block of the highest allowed order from the
     one holding ``addr`` that lies in the VMA and is entirely pte_none gets a new folio of
     that order (``do_anonymous_page``), all at once, with the same counters and mlock; the
     pages read zero until the caller stores. Stops at the first block that does not qualify.
-    Returns the pages mapped from ``addr`` (0: take the one-by-one path)."""
+    Returns the pages mapped from ``addr`` (0: take the one-by-one path); with a ``value``
+    to store and ``addr`` on a block boundary, the folios wholly inside ``[addr, end)`` get
+    it and the result is minus the pages so stored."""
     if s.tracing:
         return 0
     mm = vma.mm
@@ -349,6 +352,12 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int) -> int:
     mm.anon_pages += nr * nblk
     s.vmstat.count_mthp(o, "anon_fault_alloc", nblk)
     s.vmstat.count_mthp(o, "nr_anon", nblk)
+    if value is not None and a0 == addr:
+        # a store over the range: the folios it covers whole take the value (uniform)
+        whole = min(nblk, (end - a0) // size)
+        F.val[f[:whole]] = value
+        if whole:
+            return -(whole * nr)
     return (a0 + nblk * size - addr) >> 12
 
 

@@ -292,7 +292,11 @@ class Process:
             if n:
                 a += n << 12
                 continue
-            if memory.do_anonymous_mthp_bulk(s, vma, a, nxt):
+            n = memory.do_anonymous_mthp_bulk(s, vma, a, nxt, value)
+            if n < 0:  # mapped and stored
+                a += -n << 12
+                continue
+            if n:
                 continue  # mapped (reading zero): stored on the next turn
             r = memory.handle_mm_fault(s, vma, a, True)
             if r:
