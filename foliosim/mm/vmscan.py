@@ -38,8 +38,7 @@ def reclaim_pages(s: System, folios: list[int]) -> None:
         f = work.popleft()
         if F.flags[f] & PG_FREE:  # freed meanwhile
             continue
-        pieces = shrink_folio(s, f)
-        work.extendleft(reversed(_not_kept(s, pieces) if skip else pieces))
+        work.extendleft(reversed(shrink_folio(s, f)))  # _pieces already leaves kept ones out
 
 
 def _not_kept(s: System, folios: list[int]) -> list[int]:
