@@ -203,8 +203,9 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
                   f"{f4['single_per_second']:,.0f} folios/s.", ""]
     if hot_spots:
         lines += ["## Hot spots (profile of the churn)", "", hot_spots.strip(), ""]
-    lines += ["Reproduce: `foliosim bench --results benchmarks/RESULTS.md` (about an hour with the "
-              "1 TiB churn; `--quick` for a subset in a few minutes).", ""]
+    lines += ["Reproduce: `foliosim bench --results benchmarks/RESULTS.md` (about ten minutes "
+              "on this machine, most of it the live corpus and the 1 TiB churn; `--quick` for a "
+              "subset in a minute or two).", ""]
     return "\n".join(lines)
 
 
