@@ -194,6 +194,28 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     return 0
 
 
+def _new_anon_folios(s: System, vma: VMA, pfns: list[int], order: int, index: np.ndarray,
+                     extra: int = 0) -> np.ndarray:
+    """``folio_alloc`` + the flag, anon_vma and index part of ``folio_add_new_anon_rmap``
+    (exclusive) + ``folio_add_lru_vma`` for many new folios of ``order`` at once: mlocked,
+    with the counters, in a VM_LOCKED VMA (``mlock_new_folio``). ``index`` is each folio's
+    page index; the caller sets the mapcounts. Returns the folio ids."""
+    F = s.folios
+    f = F.new_many(pfns, order)
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE | extra
+    if vma.flags & VM_LOCKED:
+        flags |= PG_MLOCKED | PG_UNEVICTABLE
+        F.mlock_count[f] = 1
+        nr = len(f) << order
+        s.vmstat.count("nr_mlock", nr)
+        s.vmstat.count("unevictable_pgs_mlocked", nr)
+        s.vmstat.count("unevictable_pgs_culled", nr)
+    F.flags[f] = flags
+    F.anon_vma[f] = vma.anon_vma.id
+    F.index[f] = index
+    return f
+
+
 def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int,
                             value: int) -> int:
     """``n`` consecutive write faults on pte_none entries from slot ``i`` where only order 0 is
@@ -206,26 +228,25 @@ def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int
     F = s.folios
     i = (addr >> 12) & 511
     anon_vma_prepare(vma)
-    pfns = s.buddy.alloc_many(n)
-    ids = F.new_many(pfns)
-    locked = bool(vma.flags & VM_LOCKED)
-    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
-    if locked:
-        flags |= PG_MLOCKED | PG_UNEVICTABLE
-        F.mlock_count[ids] = 1
-        s.vmstat.count("nr_mlock", n)
-        s.vmstat.count("unevictable_pgs_mlocked", n)
-        s.vmstat.count("unevictable_pgs_culled", n)
-    F.flags[ids] = flags
+    ids = _new_anon_folios(s, vma, s.buddy.alloc_many(n), 0,
+                           vma.linear_page_index(addr) + _arange(n).astype(np.int64))
     F.large[ids] = 1
-    F.anon_vma[ids] = vma.anon_vma.id
-    F.index[ids] = vma.linear_page_index(addr) + _arange(n).astype(np.int64)
     F.val[ids] = value
     pt.fid[i:i + n] = ids
     pt.idx[i:i + n] = 0
     pt.bits[i:i + n] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     vma.mm.anon_pages += n
     return n
+
+
+def _pte_level_fault(s: System, vma: VMA, ent: PmdLeaf | PteTable | None, addr: int) -> bool:
+    """Does a write fault at ``addr`` (slot entry ``ent``) go to the PTE level: no PMD
+    mapping there, and an empty slot that gets no PMD THP (``__handle_mm_fault``)?"""
+    if isinstance(ent, PmdLeaf):
+        return False
+    return ent is not None or not (
+        huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault")
+        and huge_memory.thp_vma_suitable_order(vma, addr, 9))
 
 
 def bulk_fault(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
@@ -235,10 +256,7 @@ def bulk_fault(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
     mm = vma.mm
     slot = addr >> 21
     ent = mm.pmd.get(slot)
-    if isinstance(ent, PmdLeaf):
-        return 0
-    if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault") \
-            and huge_memory.thp_vma_suitable_order(vma, addr, 9):
+    if not _pte_level_fault(s, vma, ent, addr):
         return 0
     orders = huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault")
     if ent is None:
@@ -299,10 +317,7 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
     mm = vma.mm
     slot = addr >> 21
     ent = mm.pmd.get(slot)
-    if isinstance(ent, PmdLeaf):
-        return 0
-    if ent is None and huge_memory.thp_vma_allowable_order(s, vma, 9, "pagefault") \
-            and huge_memory.thp_vma_suitable_order(vma, addr, 9):
+    if not _pte_level_fault(s, vma, ent, addr):
         return 0
     orders = huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault")
     if not orders:
@@ -328,23 +343,14 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
         return 0
     anon_vma_prepare(vma)
     F = s.folios
-    f = F.new_many([s.buddy.alloc(o) for _ in range(nblk)], o)
-    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
-    if vma.flags & VM_LOCKED:
-        flags |= PG_MLOCKED | PG_UNEVICTABLE
-        F.mlock_count[f] = 1
-        s.vmstat.count("nr_mlock", nr * nblk)
-        s.vmstat.count("unevictable_pgs_mlocked", nr * nblk)
-        s.vmstat.count("unevictable_pgs_culled", nr * nblk)
-    F.flags[f] = flags
+    f = _new_anon_folios(s, vma, [s.buddy.alloc(o) for _ in range(nblk)], o,
+                         vma.linear_page_index(a0) + nr * np.arange(nblk, dtype=np.int64))
     F.ref[f] = nr
     F.umc[f] = 1
     F.nr_mapped[f] = nr
     F.large[f] = nr
     F.mm0[f] = mm.id
     F.mmc0[f] = nr
-    F.anon_vma[f] = vma.anon_vma.id
-    F.index[f] = vma.linear_page_index(a0) + nr * np.arange(nblk, dtype=np.int64)
     j = slice(i0, i0 + nblk * nr)
     ent.fid[j] = np.repeat(f, nr)
     ent.idx[j] = np.tile(_arange(nr), nblk)
@@ -400,24 +406,14 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
     if len(pos):
         old = f[pos]
         k = len(old)
-        new = F.new_many(s.buddy.alloc_many(k))
-        flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
-        locked = bool(vma.flags & VM_LOCKED)
-        if locked:
-            flags |= PG_MLOCKED | PG_UNEVICTABLE
-            F.mlock_count[new] = 1
-            s.vmstat.count("nr_mlock", k)
-            s.vmstat.count("unevictable_pgs_mlocked", k)
-            s.vmstat.count("unevictable_pgs_culled", k)
-        F.flags[new] = flags
+        new = _new_anon_folios(s, vma, s.buddy.alloc_many(k), 0,
+                               vma.linear_page_index(addr) + pos)
         F.large[new] = 1
-        F.anon_vma[new] = vma.anon_vma.id
-        F.index[new] = vma.linear_page_index(addr) + pos
         F.val[new] = F.val[old]
         pt.fid[i + pos] = new
         pt.idx[i + pos] = 0
         F.large[old] -= 1
-        if locked:
+        if vma.flags & VM_LOCKED:
             mlock.munlock_folios_small(s, old)
         F.ref[old] -= 1
     pt.bits[i:i + run] |= P_WRITE | P_DIRTY
@@ -435,18 +431,9 @@ def _wp_zero_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int) -> int:
     if run < 2:
         return 0
     anon_vma_prepare(vma)
-    new = F.new_many(s.buddy.alloc_many(run))
-    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
-    if vma.flags & VM_LOCKED:
-        flags |= PG_MLOCKED | PG_UNEVICTABLE
-        F.mlock_count[new] = 1
-        s.vmstat.count("nr_mlock", run)
-        s.vmstat.count("unevictable_pgs_mlocked", run)
-        s.vmstat.count("unevictable_pgs_culled", run)
-    F.flags[new] = flags
+    new = _new_anon_folios(s, vma, s.buddy.alloc_many(run), 0,
+                           vma.linear_page_index(addr) + _arange(run).astype(np.int64))
     F.large[new] = 1
-    F.anon_vma[new] = vma.anon_vma.id
-    F.index[new] = vma.linear_page_index(addr) + _arange(run).astype(np.int64)
     pt.fid[i:i + run] = new
     pt.idx[i:i + run] = 0
     pt.bits[i:i + run] = P_WRITE | P_DIRTY
@@ -725,24 +712,14 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
     except OutOfMemory:
         return 0
     n = len(slots)
-    f = F.new_many(pfns, 9)
-    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
-    if vma.flags & VM_LOCKED:
-        flags |= PG_MLOCKED | PG_UNEVICTABLE
-        F.mlock_count[f] = 1
-        s.vmstat.count("nr_mlock", 512 * n)
-        s.vmstat.count("unevictable_pgs_mlocked", 512 * n)
-        s.vmstat.count("unevictable_pgs_culled", 512 * n)
     queue = s.settings.shrink_underused
-    if queue:
-        flags |= PG_QUEUED
-    F.flags[f] = flags
+    f = _new_anon_folios(s, vma, pfns, 9,
+                         vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64),
+                         PG_QUEUED if queue else 0)
     F.entire[f] = 1
     F.large[f] = 1
     F.mm0[f] = mm.id
     F.mmc0[f] = 1
-    F.anon_vma[f] = vma.anon_vma.id
-    F.index[f] = vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64)
     F.val[f] = value
     bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     for slot, g in zip(slots, f.tolist(), strict=True):
@@ -1012,22 +989,8 @@ def whole_folio_runs(s: System, pt: PteTable, i: int, iend: int
     """The present (not swap, not zero-page) PTE runs in ``[i, iend)`` that each map one
     whole folio, its pages in order: returns their first slots, folio ids and lengths
     (order-0 folios are runs of one)."""
-    F = s.folios
-    n = iend - i
-    fids = pt.fid[i:iend]
-    idxs = pt.idx[i:iend]
-    present = (fids >= 0) & ((pt.bits[i:iend] & P_SWAP) == 0)
-    cont = np.zeros(n, bool)
-    cont[1:] = (fids[1:] == fids[:-1]) & (idxs[1:] == idxs[:-1] + 1) & present[1:] \
-        & present[:-1]
-    starts = np.flatnonzero(~cont)
-    lens = np.diff(np.append(starts, n))
-    ok = present[starts] & (idxs[starts] == 0)
-    starts, lens = starts[ok], lens[ok]
-    f = fids[starts].astype(np.int64)
-    nr = np.left_shift(1, F.order[f].astype(np.int64))
-    whole = lens == nr
-    return starts[whole] + i, f[whole], lens[whole]
+    G = _Gather(s, [(0, pt, i, iend)])
+    return G.starts + i, G.f, G.nr
 
 
 def uniform_mask(s: System, f: np.ndarray) -> np.ndarray:
