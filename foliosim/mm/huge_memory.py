@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -340,6 +340,26 @@ def split_folio(s: System, f: int, reason: str) -> int:
 _Map = tuple[VMA, PteTable, int, int, int, bool]
 
 
+def _folio_slots(s: System, f: int, nr: int
+                 ) -> Iterator[tuple[VMA, int, PmdLeaf | PteTable, int, int]]:
+    """The rmap walk of ``unmap_folio`` a PMD slot at a time: for every VMA that may map
+    folio ``f`` (``nr`` pages), each slot holding a PMD mapping of it (slots ``i0, i1`` unused)
+    or a PTE table, with the table slots ``[i0, i1)`` the folio's extent covers there. A slot
+    is looked at when the walk reaches it, after what the caller did to the ones before."""
+    for vma, addr in list(rmap.rmap_walk(s, f)):
+        lo = max(addr, vma.start)
+        hi = min(addr + nr * 4096, vma.end)
+        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
+            ent = vma.mm.pmd.get(slot)
+            if isinstance(ent, PmdLeaf) and ent.fid == f:
+                yield vma, slot, ent, 0, 0
+            elif isinstance(ent, PteTable):
+                a0 = max(lo, slot << 21)
+                a1 = min(hi, (slot + 1) << 21)
+                i0 = (a0 >> 12) & 511
+                yield vma, slot, ent, i0, i0 + ((a1 - a0) >> 12)
+
+
 def _unmap_folio(s: System, f: int, nr: int) -> list[_Map]:
     """``unmap_folio`` (``try_to_migrate`` of every mapping), page by page: a PMD mapping is
     frozen whole, each PTE of the folio is cleared and its rmap removed. Returns the entries
@@ -347,34 +367,23 @@ def _unmap_folio(s: System, f: int, nr: int) -> list[_Map]:
     :func:`_unmap_folio_bulk`."""
     F = s.folios
     maps: list[_Map] = []
-    for vma, addr in list(rmap.rmap_walk(s, f)):
-        mm = vma.mm
-        lo = max(addr, vma.start)
-        hi = min(addr + nr * 4096, vma.end)
-        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
-            ent = mm.pmd.get(slot)
-            if isinstance(ent, PmdLeaf) and ent.fid == f:
-                maps.extend(_freeze_pmd(s, vma, slot, ent))
+    for vma, slot, ent, i0, i1 in _folio_slots(s, f, nr):
+        if isinstance(ent, PmdLeaf):
+            maps.extend(_freeze_pmd(s, vma, slot, ent))
+            continue
+        for i in range(i0, i1):
+            if int(ent.fid[i]) != f or ent.bits[i] & P_SWAP:
                 continue
-            if not isinstance(ent, PteTable):
-                continue
-            a0 = max(lo, slot << 21)
-            a1 = min(hi, (slot + 1) << 21)
-            i0 = (a0 >> 12) & 511
-            i1 = i0 + ((a1 - a0) >> 12)
-            for i in range(i0, i1):
-                if int(ent.fid[i]) != f or ent.bits[i] & P_SWAP:
-                    continue
-                k = int(ent.idx[i])
-                excl = F.pae(f, k)
-                bits = int(ent.bits[i])
-                if bits & P_DIRTY:
-                    F.flags[f] |= PG_DIRTY
-                maps.append((vma, ent, i, k, bits, excl))
-                ent.fid[i] = NONE
-                ent.bits[i] = 0
-                rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
-                F.ref[f] -= 1
+            k = int(ent.idx[i])
+            excl = F.pae(f, k)
+            bits = int(ent.bits[i])
+            if bits & P_DIRTY:
+                F.flags[f] |= PG_DIRTY
+            maps.append((vma, ent, i, k, bits, excl))
+            ent.fid[i] = NONE
+            ent.bits[i] = 0
+            rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
+            F.ref[f] -= 1
     return maps
 
 
@@ -447,38 +456,27 @@ def _unmap_folio_bulk(s: System, f: int, nr: int) -> list[_Batch]:
     PMD: no slots or pages, meaning slot k for page k, and one value of the bits and PAE)."""
     F = s.folios
     out: list[_Batch] = []
-    for vma, addr in list(rmap.rmap_walk(s, f)):
-        mm = vma.mm
-        lo = max(addr, vma.start)
-        hi = min(addr + nr * 4096, vma.end)
-        for slot in range(lo >> 21, ((hi - 1) >> 21) + 1):
-            ent = mm.pmd.get(slot)
-            if isinstance(ent, PmdLeaf) and ent.fid == f:
-                pt, bits, excl = _freeze_pmd_table(s, vma, slot, ent)
-                out.append((vma, pt, None, None, bits, excl))  # slot k for page k, all alike
-                continue
-            if not isinstance(ent, PteTable):
-                continue
-            a0 = max(lo, slot << 21)
-            a1 = min(hi, (slot + 1) << 21)
-            i0 = (a0 >> 12) & 511
-            i1 = i0 + ((a1 - a0) >> 12)
-            sel = np.flatnonzero((ent.fid[i0:i1] == f) & ((ent.bits[i0:i1] & P_SWAP) == 0))
-            if not len(sel):
-                continue
-            ii = sel + i0
-            ks = ent.idx[ii].astype(np.int64)
-            bits = ent.bits[ii]
-            pa = F.pages.get(f)
-            excl = pa.pae[ks] if pa is not None else np.full(
-                len(ks), bool(F.flags[f] & PG_ANON_EXCLUSIVE))
-            if (bits & P_DIRTY).any():
-                F.flags[f] |= PG_DIRTY
-            ent.fid[ii] = NONE
-            ent.bits[ii] = 0
-            _remove_rmap_ptes_bulk(s, f, ks, vma)
-            F.ref[f] -= len(ks)
-            out.append((vma, ent, ii, ks, bits, excl))
+    for vma, slot, ent, i0, i1 in _folio_slots(s, f, nr):
+        if isinstance(ent, PmdLeaf):
+            pt, bits, excl = _freeze_pmd_table(s, vma, slot, ent)
+            out.append((vma, pt, None, None, bits, excl))  # slot k for page k, all alike
+            continue
+        sel = np.flatnonzero((ent.fid[i0:i1] == f) & ((ent.bits[i0:i1] & P_SWAP) == 0))
+        if not len(sel):
+            continue
+        ii = sel + i0
+        ks = ent.idx[ii].astype(np.int64)
+        bits = ent.bits[ii]
+        pa = F.pages.get(f)
+        excl = pa.pae[ks] if pa is not None else np.full(
+            len(ks), bool(F.flags[f] & PG_ANON_EXCLUSIVE))
+        if (bits & P_DIRTY).any():
+            F.flags[f] |= PG_DIRTY
+        ent.fid[ii] = NONE
+        ent.bits[ii] = 0
+        _remove_rmap_ptes_bulk(s, f, ks, vma)
+        F.ref[f] -= len(ks)
+        out.append((vma, ent, ii, ks, bits, excl))
     return out
 
 
