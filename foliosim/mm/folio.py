@@ -141,35 +141,26 @@ class Folios:
         n = len(pfns)
         reused = self.free_ids.pop_many(n)
         rest = n - len(reused)
-        if rest == n:  # all fresh: a contiguous block of rows, never used so still zero
-            while self.next_id + n > self.cap:
-                self._grow()
-            sl = slice(self.next_id, self.next_id + n)
-            self.next_id += n
-            self.pfn[sl] = pfns
-            self.order[sl] = order
-            self.ref[sl] = 1
-            self.anon_vma[sl] = -1
-            self.swap[sl] = -1
-            self.live += n
-            return np.arange(sl.start, sl.stop, dtype=np.int64)
-        for name in self._COLS:  # rows never used before are still zero
-            getattr(self, name)[reused] = 0
         if rest:
             while self.next_id + rest > self.cap:
                 self._grow()
-            idx = np.concatenate((reused, np.arange(self.next_id, self.next_id + rest,
-                                                     dtype=np.int64)))
+            fresh = slice(self.next_id, self.next_id + rest)
             self.next_id += rest
+        if not len(reused):  # a contiguous block of rows never used, so still zero: slices
+            rows: slice | np.ndarray = fresh
+            ids = np.arange(fresh.start, fresh.stop, dtype=np.int64)
         else:
-            idx = reused
-        self.pfn[idx] = pfns
-        self.order[idx] = order
-        self.ref[idx] = 1
-        self.anon_vma[idx] = -1
-        self.swap[idx] = -1
+            for name in self._COLS:
+                getattr(self, name)[reused] = 0
+            ids = rows = np.concatenate(
+                (reused, np.arange(fresh.start, fresh.stop, dtype=np.int64))) if rest else reused
+        self.pfn[rows] = pfns
+        self.order[rows] = order
+        self.ref[rows] = 1
+        self.anon_vma[rows] = -1
+        self.swap[rows] = -1
         self.live += n
-        return idx
+        return ids
 
     def pages_drop(self, ids: np.ndarray) -> None:
         """Forget the per-page arrays of folios being freed."""

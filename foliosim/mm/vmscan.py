@@ -46,12 +46,17 @@ def _not_kept(s: System, folios: list[int]) -> list[int]:
     :func:`shrink_folio` keeps as they are when there is no swap device."""
     if len(folios) < 8:
         return folios
-    F = s.folios
     f = np.asarray(folios, np.int64)
+    return f[~_kept_without_swap(s, f)].tolist()
+
+
+def _kept_without_swap(s: System, f: np.ndarray) -> np.ndarray:
+    """Mask of the folios :func:`shrink_folio` keeps as they are when there is no swap
+    device: live order-0 swap-backed folios outside the swap cache."""
+    F = s.folios
     fl = F.flags[f]
-    kept = (F.order[f] == 0) & ((fl & (PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
+    return (F.order[f] == 0) & ((fl & (PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
                                 == PG_SWAPBACKED)
-    return f[~kept].tolist()
 
 
 def shrink_folio(s: System, f: int) -> list[int]:
@@ -92,12 +97,10 @@ def _pieces(s: System, pfn: int, nr: int) -> list[int]:
     """The order-0 folios a split just made that are still alive. Without a swap device the
     swap-backed ones are left out, as :func:`reclaim_pages` passes them over: nothing changes
     them before their turn and :func:`shrink_folio` would keep them as they are."""
-    F = s.folios
     ids = np.asarray(s.last_split, np.int64)
-    fl = F.flags[ids]
-    keep = (fl & PG_FREE) == 0
+    keep = (s.folios.flags[ids] & PG_FREE) == 0
     if s.swap is None and not s.tracing:
-        keep &= (fl & (PG_SWAPBACKED | PG_SWAPCACHE)) != PG_SWAPBACKED
+        keep &= ~_kept_without_swap(s, ids)
     return ids[keep].tolist()
 
 
