@@ -176,6 +176,39 @@ def test_per_page_mapcount_and_nr_pages_mapped(mthp) -> None:
     assert only(s, "_nr_pages_mapped", f).expected == 16
 
 
+def test_large_only_fields_side_table(small, mthp) -> None:
+    """Order-0 folios share side-table row 0 of the large-only fields (Folios.lid): a write
+    through an order-0 folio id lands there and is reported; a large folio without its own
+    row, or two folios sharing one, too."""
+    s, _, _, g = small
+    assert s.folios.lid[g] == 0 and check_invariants(s) == []
+    s.folios.umc[g] = 1  # an order-0 folio has no uniform PTE mapcount
+    assert only(s, "umc of order-0 folios").found == 1
+    s2, _, _, f = mthp
+    lid = int(s2.folios.lid[f])
+    assert lid > 0
+    s2.folios.lid[f] = 0
+    assert only(s2, "lid (a side-table row exactly for large folios)", f).found == 0
+
+
+def test_released_large_folio_gives_back_its_side_table_row() -> None:
+    """Freeing a large folio returns its row; the next large folio reuses it, zeroed."""
+    s = System(ThpSettings(enabled="always"))
+    p = s.process("main")
+    a = p.mmap_region(PMD)
+    assert p.write(a, PMD, 7) == 0
+    f = pmd_folio(p, a)
+    lid = int(s.folios.lid[f])
+    assert s.folios.entire[f] == 1
+    assert p.munmap(a, PMD) == 0
+    assert s.folios.lid[f] == 0 and s.folios.free_lids.tolist() == [lid]
+    b = p.mmap_region(PMD)
+    assert p.write(b, PMD, 8) == 0
+    g = pmd_folio(p, b)
+    assert s.folios.lid[g] == lid and s.folios.entire[g] == 1 and s.folios.pin[g] == 0
+    assert check_invariants(s) == []
+
+
 def test_pincount() -> None:
     s = System(ThpSettings(enabled="always"))
     p = s.process("main")

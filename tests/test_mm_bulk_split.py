@@ -35,8 +35,8 @@ def snapshot(s: System) -> dict[str, Any]:
     """Everything the model holds, as plain values (zero-valued counters left out)."""
     F = s.folios
     n = F.next_id
-    out: dict[str, Any] = {name: getattr(F, name)[:n].tolist() for name in F._COLS
-                           if name != "pfn"}
+    out: dict[str, Any] = {name: getattr(F, name)[:n].tolist()
+                           for name in (*F._COLS, *F._LARGE) if name not in ("pfn", "lid")}
     out["pages"] = {f: (pa.mapcount.tolist(), pa.pae.tolist(), pa.val.tolist())
                     for f, pa in sorted(F.pages.items())}
     out["free_ids"] = F.free_ids.tolist()

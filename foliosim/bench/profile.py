@@ -114,6 +114,7 @@ def memory_breakdown(system: System) -> dict[str, int]:
     lists, and the counts behind them."""
     F = system.folios
     per_folio = sum(np.dtype(t).itemsize for t in F._COLS.values())
+    per_large = sum(np.dtype(t).itemsize for t in F._LARGE.values())
     pages = sum(pa.mapcount.nbytes + pa.pae.nbytes + pa.val.nbytes + 3 * _ARRAY
                 for pa in F.pages.values())
     tables = leaves = vmas = 0
@@ -126,8 +127,10 @@ def memory_breakdown(system: System) -> dict[str, int]:
                 leaves += 1
     table_bytes = 512 * (4 + 2 + 1) + 3 * _ARRAY + 56
     free_blocks = sum(len(x) for x in system.buddy.free)
-    return {"folios_live": F.live, "folio_capacity": F.cap, "folio_bytes": F.cap * per_folio,
-            "bytes_per_folio": per_folio, "page_arrays": len(F.pages), "page_array_bytes": pages,
+    return {"folios_live": F.live, "folio_capacity": F.cap,
+            "folio_bytes": F.cap * per_folio + F.lcap * per_large, "bytes_per_folio": per_folio,
+            "large_folio_rows": F.lcap, "bytes_per_large_folio_row": per_large,
+            "page_arrays": len(F.pages), "page_array_bytes": pages,
             "pte_tables": tables, "pte_table_bytes": tables * table_bytes, "pmd_leaves": leaves,
             "pmd_leaf_bytes": leaves * (56 + 100), "buddy_free_blocks": free_blocks,
             "buddy_bytes": free_blocks * 70, "vmas": vmas}

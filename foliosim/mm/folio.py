@@ -94,24 +94,53 @@ class FreeIds:
         return self.a[: self.n].tolist()
 
 
+class LargeColumn:
+    """A field only large folios use (``_entire_mapcount``, ``_pincount``, the MM-id slots,
+    ...), stored in a side table with one row per large folio: indexed by folio id like any
+    column (``F.entire[f]``, ``F.entire[ids]``, ``F.entire[:n]``), through ``Folios.lid``.
+    Order-0 folios share row 0, which stays zero (they have no such fields in the kernel
+    either: ``struct folio``'s second page holds them). Saves an order-0 folio 22 bytes."""
+
+    __slots__ = ("F", "a")
+
+    def __init__(self, F: Folios, a: np.ndarray) -> None:
+        self.F = F
+        self.a = a
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204 - an index like numpy's
+        return self.a[self.F.lid[key]]
+
+    def __setitem__(self, key, value) -> None:  # noqa: ANN001
+        self.a[self.F.lid[key]] = value
+
+
 class Folios:
     """All folios of the system as columns. A folio is an ``int`` id into them."""
 
     # Column widths: PFNs and swap slots fit 31 bits (8 TiB of RAM or swap), flags 14 bits,
-    # nr_mapped, mlock_count and the per-mm mapping counts mmc0/mmc1 at most 512 (a page is
-    # mapped at most once per mm) or the number of VMAs; 65 bytes a folio.
+    # mlock_count at most the number of VMAs; 43 bytes a folio with ``lid``, its row in the
+    # side table of the fields only large folios have (:class:`LargeColumn`).
     _COLS = {
-        "pfn": np.int32, "order": np.int8, "ref": np.int32, "pin": np.int32,
-        "entire": np.int32, "large": np.int32, "nr_mapped": np.int16, "flags": np.int16,
-        "mlock_count": np.int16, "index": np.int64, "anon_vma": np.int32,
-        "mm0": np.int32, "mm1": np.int32, "mmc0": np.int16, "mmc1": np.int16,
-        "val": np.uint64, "swap": np.int32, "umc": np.int32,
+        "pfn": np.int32, "order": np.int8, "ref": np.int32, "large": np.int32,
+        "flags": np.int16, "mlock_count": np.int16, "index": np.int64, "anon_vma": np.int32,
+        "val": np.uint64, "swap": np.int32, "lid": np.int32,
+    }
+    # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
+    # (a page is mapped at most once per mm); 26 bytes a large folio.
+    _LARGE = {
+        "pin": np.int32, "entire": np.int32, "nr_mapped": np.int16, "mm0": np.int32,
+        "mm1": np.int32, "mmc0": np.int16, "mmc1": np.int16, "umc": np.int32,
     }
 
     def __init__(self, capacity: int = 1024) -> None:
         self.cap = capacity
         for name, dt in self._COLS.items():
             setattr(self, name, np.zeros(capacity, dt))
+        self.lcap = 64
+        for name, dt in self._LARGE.items():
+            setattr(self, name, LargeColumn(self, np.zeros(self.lcap, dt)))
+        self.next_lid = 1  # row 0: every order-0 folio's, always zero
+        self.free_lids = FreeIds()
         self.pages: dict[int, PageArrays] = {}
         self.free_ids = FreeIds()
         self.next_id = 0
@@ -133,10 +162,12 @@ class Folios:
         self.ref[f] = 1
         self.anon_vma[f] = -1
         self.swap[f] = -1
+        if order:
+            self.lid[f] = self._new_lids(1)[0]
         self.live += 1
         return f
 
-    def new_many(self, pfns: list[int], order: int = 0) -> np.ndarray:
+    def new_many(self, pfns: list[int] | np.ndarray, order: int = 0) -> np.ndarray:
         """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids."""
         n = len(pfns)
         reused = self.free_ids.pop_many(n)
@@ -159,8 +190,36 @@ class Folios:
         self.ref[rows] = 1
         self.anon_vma[rows] = -1
         self.swap[rows] = -1
+        if order:
+            self.lid[rows] = self._new_lids(n)
         self.live += n
         return ids
+
+    def _new_lids(self, n: int) -> np.ndarray:
+        """``n`` zeroed rows of the large-folio side table."""
+        lids = self.free_lids.pop_many(n)
+        rest = n - len(lids)
+        if rest:
+            while self.next_lid + rest > self.lcap:
+                self.lcap = max(self.lcap * 3 // 2, self.next_lid + rest)
+                for name in self._LARGE:
+                    col = getattr(self, name)
+                    a = np.zeros(self.lcap, col.a.dtype)
+                    a[: len(col.a)] = col.a
+                    col.a = a
+            lids = np.concatenate((lids, np.arange(self.next_lid, self.next_lid + rest)))
+            self.next_lid += rest
+        for name in self._LARGE:
+            getattr(self, name).a[lids] = 0
+        return lids
+
+    def _drop_lids(self, ids: np.ndarray | int) -> None:
+        """Give back the side-table rows of folios being released."""
+        lids = np.atleast_1d(self.lid[ids])
+        lids = lids[lids > 0]
+        if len(lids):
+            self.free_lids.extend(lids)
+            self.lid[ids] = 0
 
     def pages_drop(self, ids: np.ndarray) -> None:
         """Forget the per-page arrays of folios being freed."""
@@ -171,6 +230,8 @@ class Folios:
     def release(self, f: int) -> None:
         self.flags[f] = PG_FREE
         self.pages.pop(f, None)
+        if self.lid[f]:
+            self._drop_lids(f)
         self.free_ids.append(f)
         self.live -= 1
 
@@ -178,6 +239,7 @@ class Folios:
         """:meth:`release` of many folio ids at once (the pages are the caller's to free)."""
         self.flags[ids] = PG_FREE
         self.pages_drop(ids)
+        self._drop_lids(ids)
         self.free_ids.extend(ids)
         self.live -= len(ids)
 

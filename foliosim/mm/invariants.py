@@ -421,6 +421,19 @@ class _Checker:
         for f in np.flatnonzero(small & slots):
             self.folio(f, "_mm_id (small folios have no MM-id slots)", "empty",
                        (int(F.mm0[f]), int(F.mm1[f]), bool(flags[f] & PG_MM_SHARED)))
+        # the side table of large-only fields: a row per live large folio, none shared, and
+        # row 0 (every order-0 folio's) all zero
+        lid = F.lid[:n]
+        for f in np.flatnonzero(alive & ((order > 0) != (lid > 0))):
+            self.folio(f, "lid (a side-table row exactly for large folios)", bool(order[f] > 0),
+                       int(lid[f]))
+        big_lids = lid[alive & (lid > 0)]
+        if len(np.unique(big_lids)) != len(big_lids):
+            self.system("lid (side-table rows shared by two folios)", "unique", "shared")
+        for name in F._LARGE:
+            if getattr(F, name).a[0] != 0:
+                self.system(f"{name} of order-0 folios (side-table row 0)", 0,
+                            int(getattr(F, name).a[0]))
         pae = (flags & PG_ANON_EXCLUSIVE) != 0
         for f in np.flatnonzero(small & pae & (self.pte_cnt > 1)):
             self.folio(f, "PG_anon_exclusive (page mapped more than once)", False, True,

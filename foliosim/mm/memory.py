@@ -12,7 +12,6 @@ from foliosim.mm.folio import (
     PG_ANON,
     PG_ANON_EXCLUSIVE,
     PG_DIRTY,
-    PG_FREE,
     PG_LRU,
     PG_MLOCKED,
     PG_PARTIALLY_MAPPED,
@@ -684,10 +683,7 @@ def zap_huge_pmds_bulk(s: System, vma: VMA, f: np.ndarray) -> None:
     for g in queued.tolist():
         s.deferred_queue.pop(g, None)
     s.buddy.free_many(F.pfn[f].tolist(), 9)
-    F.flags[f] = PG_FREE
-    F.pages_drop(f)
-    F.free_ids.extend(f.tolist())
-    F.live -= n
+    F.release_many(f)
 
 
 def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
