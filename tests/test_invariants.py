@@ -358,7 +358,8 @@ def test_pte_the_rmap_cannot_find(mthp) -> None:
     s, p, a, f = mthp
     pt = p.mm.pmd[a >> 21]
     i = ((a + 128 * K) >> 12) & 511
-    pt.fid[i], pt.idx[i] = f, 0
+    pt.fid[i] = f
+    pt.clear_idx(i)
     assert only(s, "folio->mapping (rmap", f)
     assert only(s, "folio->index (rmap", f)
 

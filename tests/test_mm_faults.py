@@ -412,3 +412,36 @@ def test_huge_zero_page_is_allocated_once() -> None:
     for _ in range(3):
         assert p.read(region(p), PAGE) == 0
     assert c.thp() == {"thp_zero_page_alloc": 1}
+
+
+# -- page tables of small pages share one read-only page-index array -----------------------------
+def test_pte_table_of_small_pages_shares_the_zero_page_indexes() -> None:
+    """A table that only maps order-0 folios keeps ``NO_IDX`` (read-only: a stray write
+    raises); the first page of a large folio mapped in it gives it its own indexes, and a
+    split back to order-0 pages keeps them correct (all zero)."""
+    import numpy as np
+    import pytest
+
+    from foliosim.mm.pgtable import NO_IDX
+
+    s = make_system(enabled="never")
+    p = s.process("main")
+    a = region(p, PMD)
+    assert p.write(a, 64 * PAGE, 1) == 0
+    pt = p.mm.pmd[a >> 21]
+    assert pt.idx is NO_IDX
+    with pytest.raises(ValueError):
+        pt.idx[0] = 1
+    s2 = make_system(enabled="never", sizes=MTHP_64K)
+    p2 = s2.process("main")
+    b = region(p2, PMD)
+    assert p2.madvise(b, PMD, "hugepage") == 0
+    assert p2.write(b + 16 * PAGE, 16 * PAGE, 1) == 0
+    pt2 = p2.mm.pmd[b >> 21]
+    assert pt2.idx is not NO_IDX
+    assert pt2.idx[16:32].tolist() == list(range(16))
+    assert p2.madvise(b + 20 * PAGE, PAGE, "dontneed") == 0
+    s2.shrink()  # the partially mapped mTHP is split: its pages become order-0 folios
+    mapped = pt2.fid[16:32] >= 0
+    assert mapped.sum() == 15 and (s2.folios.order[pt2.fid[16:32][mapped]] == 0).all()
+    assert not np.any(pt2.idx[16:32][mapped])  # an empty entry's index means nothing

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from foliosim.bench.churn import ChurnConfig, run_churn
-from foliosim.mm.pgtable import PteTable
+from foliosim.mm.pgtable import NO_IDX, PteTable
 from foliosim.mm.system import System, ThpSettings
 
 __all__ = ["HotSpot", "hot_spots", "hot_spots_markdown", "memory_breakdown", "profile_report",
@@ -117,21 +117,22 @@ def memory_breakdown(system: System) -> dict[str, int]:
     per_large = sum(np.dtype(t).itemsize for t in F._LARGE.values())
     pages = sum(pa.mapcount.nbytes + pa.pae.nbytes + pa.val.nbytes + 3 * _ARRAY
                 for pa in F.pages.values())
-    tables = leaves = vmas = 0
+    tables = leaves = vmas = own_idx = 0
     for p in system.processes.values():
         vmas += len(p.mm.vmas)
         for e in p.mm.pmd.values():
             if isinstance(e, PteTable):
                 tables += 1
+                own_idx += e.idx is not NO_IDX
             else:
                 leaves += 1
-    table_bytes = 512 * (4 + 2 + 1) + 3 * _ARRAY + 56
+    table_bytes = tables * (512 * (4 + 1) + 2 * _ARRAY + 56) + own_idx * (512 * 2 + _ARRAY)
     free_blocks = sum(len(x) for x in system.buddy.free)
     return {"folios_live": F.live, "folio_capacity": F.cap,
             "folio_bytes": F.cap * per_folio + F.lcap * per_large, "bytes_per_folio": per_folio,
             "large_folio_rows": F.lcap, "bytes_per_large_folio_row": per_large,
             "page_arrays": len(F.pages), "page_array_bytes": pages,
-            "pte_tables": tables, "pte_table_bytes": tables * table_bytes, "pmd_leaves": leaves,
+            "pte_tables": tables, "pte_table_bytes": table_bytes, "pmd_leaves": leaves,
             "pmd_leaf_bytes": leaves * (56 + 100), "buddy_free_blocks": free_blocks,
             "buddy_bytes": free_blocks * 70, "vmas": vmas}
 

@@ -222,7 +222,7 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
     if ent.bits & P_DIRTY:
         F.flags[f] |= PG_DIRTY
     pt.fid[:] = f
-    pt.idx[:] = _AR512
+    pt.set_idx(slice(None), _AR512)
     pt.bits[:] = ent.bits & (P_WRITE | P_DIRTY)
     mm.pmd[slot] = pt
     F.ref[f] += 511
@@ -399,12 +399,12 @@ def _remap_folio(s: System, maps: list[_Map], new: list[int], vals: np.ndarray,
         locked = vma.flags & VM_LOCKED
         if zero_ok and not locked and vals[k] == 0:
             pt.fid[i] = ZERO_FID
-            pt.idx[i] = 0
+            pt.clear_idx(i)
             pt.bits[i] = 0
             vma.mm.anon_pages -= 1
             continue
         pt.fid[i] = g
-        pt.idx[i] = 0
+        pt.clear_idx(i)
         pt.bits[i] = bits
         F.ref[g] += 1
         F.large[g] += 1  # folio_add_anon_rmap_pte of an order-0 folio
@@ -612,7 +612,7 @@ def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: n
             if nz:
                 zi = ii[zero]
                 pt.fid[zi] = ZERO_FID
-                pt.idx[zi] = 0
+                pt.clear_idx(zi)
                 pt.bits[zi] = 0
                 vma.mm.anon_pages -= nz
                 keep = ~zero
@@ -620,7 +620,7 @@ def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: n
         if not len(g):
             continue
         pt.fid[ii] = g
-        pt.idx[ii] = 0
+        pt.clear_idx(ii)
         pt.bits[ii] = bits
         F.ref[g] += 1
         F.large[g] += 1  # folio_add_anon_rmap_pte of an order-0 folio

@@ -167,7 +167,7 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     i = (addr >> 12) & 511
     if not write:
         pt.fid[i] = ZERO_FID
-        pt.idx[i] = 0
+        pt.clear_idx(i)
         pt.bits[i] = 0
         return 0
     anon_vma_prepare(vma)
@@ -185,7 +185,7 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     folio_add_lru_vma(s, f, vma)
     j = (a >> 12) & 511
     pt.fid[j:j + nr] = f
-    pt.idx[j:j + nr] = range(nr)
+    pt.set_idx(slice(j, j + nr), range(nr))
     pt.bits[j:j + nr] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     if order:
         s.tracing and s.trace(f"order-{order} folio {s.fname(f)} at {s.fmt_addr(mm, a)} "
@@ -232,7 +232,7 @@ def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int
     F.large[ids] = 1
     F.val[ids] = value
     pt.fid[i:i + n] = ids
-    pt.idx[i:i + n] = 0
+    pt.clear_idx(slice(i, i + n))
     pt.bits[i:i + n] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     vma.mm.anon_pages += n
     return n
@@ -352,7 +352,7 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
     F.mmc0[f] = nr
     j = slice(i0, i0 + nblk * nr)
     ent.fid[j] = np.repeat(f, nr)
-    ent.idx[j] = np.tile(_arange(nr), nblk)
+    ent.set_idx(j, np.tile(_arange(nr), nblk))
     ent.bits[j] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     mm.anon_pages += nr * nblk
     s.vmstat.count_mthp(o, "anon_fault_alloc", nblk)
@@ -410,7 +410,7 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
         F.large[new] = 1
         F.val[new] = F.val[old]
         pt.fid[i + pos] = new
-        pt.idx[i + pos] = 0
+        pt.clear_idx(i + pos)
         F.large[old] -= 1
         if vma.flags & VM_LOCKED:
             mlock.munlock_folios_small(s, old)
@@ -434,7 +434,7 @@ def _wp_zero_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int) -> int:
                            vma.linear_page_index(addr) + _arange(run).astype(np.int64))
     F.large[new] = 1
     pt.fid[i:i + run] = new
-    pt.idx[i:i + run] = 0
+    pt.clear_idx(slice(i, i + run))
     pt.bits[i:i + run] = P_WRITE | P_DIRTY
     vma.mm.anon_pages += run
     return run
@@ -488,7 +488,7 @@ def _wp_large_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int, f: int) 
     F.index[new] = vma.linear_page_index(addr) + _arange(run).astype(np.int64)
     F.val[new] = pa.val[ks] if pa is not None else F.val[f]
     pt.fid[i:i + run] = new
-    pt.idx[i:i + run] = 0
+    pt.clear_idx(slice(i, i + run))
     pt.bits[i:i + run] = P_WRITE | P_DIRTY
     rmap.folio_remove_rmap_ptes(s, f, k0, run, vma)
     folio_put(s, f, run)
@@ -540,7 +540,7 @@ def wp_page_copy(s: System, vma: VMA, pt: PteTable, addr: int) -> int:
     rmap.folio_add_new_anon_rmap(s, new, vma, addr & ~4095, pmd=False)
     folio_add_lru_vma(s, new, vma)
     pt.fid[i] = new
-    pt.idx[i] = 0
+    pt.clear_idx(i)
     pt.bits[i] = P_WRITE | P_DIRTY
     if old >= 0:
         rmap.folio_remove_rmap_ptes(s, old, old_k, 1, vma)
@@ -973,7 +973,7 @@ def _copy_small_and_zero_ptes(s: System, dst: VMA, src: VMA, spt: PteTable, dpt:
         F.large[g] += 1
         spt.bits[j] &= 0xFF ^ P_WRITE
         dpt.fid[j] = g
-        dpt.idx[j] = 0
+        dpt.clear_idx(j)
         dpt.bits[j] = spt.bits[j]
         dst.mm.anon_pages += len(g)
         handled[j] = True
@@ -1022,7 +1022,7 @@ def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k:
     dst.mm.anon_pages += n
     spt.bits[i:i + n] &= 0xFF ^ P_WRITE
     dpt.fid[i:i + n] = f
-    dpt.idx[i:i + n] = spt.idx[i:i + n]
+    dpt.set_idx(slice(i, i + n), spt.idx[i:i + n])
     dpt.bits[i:i + n] = spt.bits[i:i + n]
 
 
@@ -1039,7 +1039,7 @@ def copy_present_page(s: System, dst: VMA, dpt: PteTable, i: int, f: int, k: int
     folio_add_lru_vma(s, new, dst)
     dst.mm.anon_pages += 1
     dpt.fid[i] = new
-    dpt.idx[i] = 0
+    dpt.clear_idx(i)
     dpt.bits[i] = (P_WRITE | P_DIRTY) if dst.flags & VM_WRITE else P_DIRTY
     s.tracing and s.trace(f"fork copied page {k} of maybe-pinned {s.fname(f)} for the child "
             "(copy_present_page)")
@@ -1221,7 +1221,7 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
                 dpt = PteTable()
                 dmm.pmd[slot] = dpt
             dpt.fid[i:e] = cfid[o:o + k]
-            dpt.idx[i:e] = cidx[o:o + k]
+            dpt.set_idx(slice(i, e), cidx[o:o + k])
             dpt.bits[i:e] = cbits[o:o + k]
         m = None
         if more:

@@ -136,7 +136,7 @@ def move_page_tables(s: System, old: VMA, new: VMA, src: int, dst: int, length: 
                 mm.pmd[b >> 21] = dpt
             i, j, n = (a >> 12) & 511, (b >> 12) & 511, extent >> 12
             dpt.fid[j:j + n] = ent.fid[i:i + n]
-            dpt.idx[j:j + n] = ent.idx[i:i + n]
+            dpt.set_idx(slice(j, j + n), ent.idx[i:i + n])
             dpt.bits[j:j + n] = ent.bits[i:i + n]
             ent.fid[i:i + n] = -1
             ent.bits[i:i + n] = 0

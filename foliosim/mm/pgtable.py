@@ -23,15 +23,24 @@ P_YOUNG = 8
 NONE = -1
 
 
+# The page indexes of a table that has only mapped order-0 folios (or nothing): all zero,
+# shared read-only by every such table (a write into it raises) until one gets a large folio.
+NO_IDX = np.zeros(PTRS_PER_PTE, np.int16)
+NO_IDX.flags.writeable = False
+
+
 class PteTable:
     """One PTE page table: ``fid`` is the folio id (-1 none, ZERO_FID the zero page, or the swap
-    slot when ``bits & P_SWAP``), ``idx`` the page within the folio, ``bits`` the PTE bits."""
+    slot when ``bits & P_SWAP``), ``idx`` the page within the folio, ``bits`` the PTE bits.
+
+    ``idx`` is :data:`NO_IDX` until a page of a large folio is mapped here: write it with
+    :meth:`set_idx` / :meth:`clear_idx` (saves 1 KiB a table of small pages)."""
 
     __slots__ = ("fid", "idx", "bits")
 
     def __init__(self) -> None:
         self.fid = np.full(PTRS_PER_PTE, NONE, np.int32)
-        self.idx = np.zeros(PTRS_PER_PTE, np.int16)
+        self.idx = NO_IDX
         self.bits = np.zeros(PTRS_PER_PTE, np.uint8)
 
     @classmethod
@@ -39,9 +48,22 @@ class PteTable:
         """A table holding copies of the given 512 entries."""
         t = cls.__new__(cls)
         t.fid = fid.astype(np.int32)
-        t.idx = idx.astype(np.int16)
+        t.idx = idx.astype(np.int16) if idx is not NO_IDX and idx.any() else NO_IDX
         t.bits = bits.astype(np.uint8)
         return t
+
+    def set_idx(self, key: int | slice | np.ndarray, v: object) -> None:
+        """``idx[key] = v``, giving the table its own page indexes on the first non-zero."""
+        if self.idx is NO_IDX:
+            if v is NO_IDX or not np.any(v):
+                return
+            self.idx = np.zeros(PTRS_PER_PTE, np.int16)
+        self.idx[key] = v
+
+    def clear_idx(self, key: int | slice | np.ndarray) -> None:
+        """``idx[key] = 0`` (an order-0 folio, the zero page, a swap entry or none)."""
+        if self.idx is not NO_IDX:
+            self.idx[key] = 0
 
     def empty(self) -> bool:
         return bool((self.fid == NONE).all())

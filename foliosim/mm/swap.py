@@ -105,7 +105,7 @@ def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> i
     mm.anon_pages += 1
     mm.swap_ents -= 1
     pt.fid[i] = f
-    pt.idx[i] = 0
+    pt.clear_idx(i)
     pt.bits[i] = 0
     if excl or int(F.ref[f]) == 1:
         if vma.flags & VM_WRITE:

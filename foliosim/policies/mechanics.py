@@ -121,7 +121,7 @@ def replace_with_copies(s: System, f: int, vmas: tuple[VMA, ...], start: int, en
         rmap.folio_add_new_anon_rmap(s, new, vma, addr, pmd=False)
         memory.folio_add_lru_vma(s, new, vma)
         pt.fid[i] = new
-        pt.idx[i] = 0
+        pt.clear_idx(i)
         pt.bits[i] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else P_DIRTY
         rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
         memory.folio_put(s, f)  # the last mapping's reference may free the old folio here
