@@ -142,11 +142,12 @@ def _sub_range(rng: random.Random, lo: int, hi: int, min_len: int, max_len: int
 def _resident(system: System) -> tuple[dict[str, int], float]:
     """Bytes of live anonymous folios by order class, and the share in order-0 folios."""
     F = system.folios
-    n = F.next_id
-    flags = F.flags[:n]
-    live = ((flags & PG_FREE) == 0) & ((flags & PG_ANON) != 0)
-    order = F.order[:n][live].astype(np.int64)
-    pages = np.bincount(order, minlength=10)
+    pages = np.zeros(10, np.int64)
+    step = 1 << 20  # a million folios at a time: no temporary as big as a column
+    for lo in range(0, F.next_id, step):
+        flags = F.flags[lo:lo + step]
+        live = ((flags & PG_FREE) == 0) & ((flags & PG_ANON) != 0)
+        pages += np.bincount(F.order[lo:lo + step][live], minlength=10)
     by = {"order0": int(pages[0]) * PAGE,
           "mthp": int(sum(int(pages[o]) << o for o in range(1, 9))) * PAGE,
           "pmd": int(pages[9]) * (PAGE << 9)}
