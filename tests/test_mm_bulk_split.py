@@ -12,6 +12,7 @@ take other (equally valid) PFNs; the kernel's PFNs are only ever compared relati
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from foliosim.bench.churn import ChurnConfig, run_churn
 from foliosim.mm import huge_memory, mlock, rmap, vmscan
 from foliosim.mm.folio import PG_LRU, PG_MLOCKED, PG_MM_SHARED, PG_UNEVICTABLE
 from foliosim.mm.invariants import check_invariants
-from foliosim.mm.page_alloc import BuddyAllocator
+from foliosim.mm.page_alloc import BuddyAllocator, OutOfMemory
 from foliosim.mm.pgtable import PmdLeaf
 from foliosim.mm.system import System
 from foliosim.policies import make_policy
@@ -122,6 +123,36 @@ def test_free_many_is_free_block_in_turn() -> None:
         ref.free_block(p, 9)
     bulk.free_many(order, 9)
     assert _buddy_state(bulk) == _buddy_state(ref)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_free_many_level_by_level_is_free_block_in_turn(seed: int) -> None:
+    """The vectorised :meth:`BuddyAllocator.free_many` (16 blocks or more) leaves the same
+    free lists as freeing the blocks one by one in any order, from random states: blocks of
+    every order allocated and freed, batches merging with each other, with blocks already
+    free and up to the top order."""
+    rng = random.Random(seed)
+    a = BuddyAllocator(1 << 15)
+    held: list[tuple[int, int]] = []
+    for _ in range(30):
+        if rng.random() < 0.6 or not held:
+            order = rng.choice([0, 0, 0, 2, 4, 9])
+            for _ in range(rng.randrange(1, 300)):
+                try:
+                    held.append((a.alloc(order), order))
+                except OutOfMemory:  # too fragmented for this order
+                    break
+            continue
+        rng.shuffle(held)
+        k = rng.randrange(1, len(held) + 1)
+        batch, held = held[:k], held[k:]
+        b = copy.deepcopy(a)
+        for order in sorted({o for _, o in batch}):
+            pfns = [p for p, o in batch if o == order]
+            for p in pfns:
+                a.free_block(p, order)
+            b.free_many(np.array(pfns), order)
+        assert _buddy_state(b) == _buddy_state(a)
 
 
 # -- the rmap helpers of the bulk unmap ----------------------------------------------------------

@@ -682,7 +682,7 @@ def zap_huge_pmds_bulk(s: System, vma: VMA, f: np.ndarray) -> None:
     queued = f[(F.flags[f] & PG_QUEUED) != 0]
     for g in queued.tolist():
         s.deferred_queue.pop(g, None)
-    s.buddy.free_many(F.pfn[f].tolist(), 9)
+    s.buddy.free_many(F.pfn[f], 9)
     F.release_many(f)
 
 
@@ -1136,7 +1136,7 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
     mm.anon_pages -= len(pos)
     # order 0, freed
     g = f[excl0]
-    s.buddy.free_many(F.pfn[g].tolist(), 0)
+    s.buddy.free_many(F.pfn[g], 0)
     F.large[g] = 0
     F.ref[g] = 0
     F.release_many(g)

@@ -77,12 +77,43 @@ class BuddyAllocator:
             order += 1
         self.free[order].add(pfn)
 
-    def free_many(self, pfns: list[int], order: int) -> None:
-        """:meth:`free_block` of each block of ``pfns`` in turn (``free_pages_bulk``-like)."""
-        self.nr_free += len(pfns) << order
-        merge = self._merge
-        for pfn in pfns:
-            merge(pfn, order)
+    def free_many(self, pfns: list[int] | np.ndarray, order: int) -> None:
+        """:meth:`free_block` of each block of ``pfns`` (``free_pages_bulk``-like). Buddy
+        merging is confluent, so the free lists end the same whatever the order of the
+        frees: a level at a time, the blocks whose buddy is freed too or already free merge
+        one order up, the others join the free list of their order. (As with
+        :meth:`free_pages_of_block`, the sets' iteration order may differ from freeing one
+        by one.)"""
+        n = len(pfns)
+        if n < 16:
+            self.nr_free += n << order
+            for pfn in pfns.tolist() if isinstance(pfns, np.ndarray) else pfns:
+                self._merge(pfn, order)
+            return
+        cur = np.unique(np.asarray(pfns, np.int64))
+        assert len(cur) == n, "a block freed twice"
+        self.nr_free += n << order
+        base = self.base_pfn
+        for k in range(order, MAX_PAGE_ORDER):
+            if not len(cur):
+                return
+            size = 1 << k
+            rel = cur - base
+            buddy = base + (rel ^ size)
+            pos = np.minimum(np.searchsorted(cur, buddy), len(cur) - 1)
+            paired = cur[pos] == buddy  # both halves freed now
+            lone = np.flatnonzero(~paired)
+            up = cur[paired & ((rel & size) == 0)]  # the lower half of each freed pair
+            if len(lone):
+                fk = self.free[k]
+                lb = buddy[lone].tolist()
+                hit = np.fromiter((b in fk for b in lb), bool, len(lb))
+                if hit.any():
+                    fk.difference_update(buddy[lone[hit]].tolist())
+                    up = np.union1d(up, np.minimum(cur[lone[hit]], buddy[lone[hit]]))
+                fk.update(cur[lone[~hit]].tolist())
+            cur = up
+        self.free[MAX_PAGE_ORDER].update(cur.tolist())
 
     def free_pages_of_block(self, head: int, order: int, offsets: np.ndarray) -> None:
         """Free the order-0 pages ``head + offsets`` of the block of ``1 << order`` pages at
