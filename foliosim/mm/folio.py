@@ -125,6 +125,8 @@ class Folios:
         "flags": np.int16, "mlock_count": np.int16, "index": np.int64, "anon_vma": np.int32,
         "val": np.uint64, "swap": np.int32, "lid": np.int32,
     }
+    # what :meth:`new_many` resets in a reused row (it sets the other columns)
+    _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma", "swap"))
     # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
     # (a page is mapped at most once per mm); 26 bytes a large folio.
     _LARGE = {
@@ -181,7 +183,7 @@ class Folios:
             rows: slice | np.ndarray = fresh
             ids = np.arange(fresh.start, fresh.stop, dtype=np.int64)
         else:
-            for name in self._COLS:
+            for name in self._ZEROED:
                 getattr(self, name)[reused] = 0
             ids = rows = np.concatenate(
                 (reused, np.arange(fresh.start, fresh.stop, dtype=np.int64))) if rest else reused
@@ -230,8 +232,10 @@ class Folios:
     def release(self, f: int) -> None:
         self.flags[f] = PG_FREE
         self.pages.pop(f, None)
-        if self.lid[f]:
-            self._drop_lids(f)
+        lid = int(self.lid[f])
+        if lid:
+            self.free_lids.append(lid)
+            self.lid[f] = 0
         self.free_ids.append(f)
         self.live -= 1
 

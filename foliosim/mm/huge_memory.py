@@ -291,7 +291,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
     flags = int(F.flags[f]) & (PG_MLOCKED | PG_UNEVICTABLE | PG_ACTIVE | PG_DIRTY
                                | PG_SWAPBACKED | PG_SWAPCACHE | PG_ANON | PG_LRU)
     uniform = f not in F.pages  # every page holds the folio's one value
-    vals = F.values(f).copy()
+    vals = F.values(f) if uniform else F.pages[f].val.copy()
     pfn = int(F.pfn[f])
     av, index = int(F.anon_vma[f]), int(F.index[f])
     swap = int(F.swap[f])
@@ -309,7 +309,6 @@ def split_folio(s: System, f: int, reason: str) -> int:
     F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
     if swap >= 0:
         F.swap[ids] = swap + _AR512[:nr]
-    new = ids.tolist()
     if s.tracing:
         s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
     # remap_page with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage: a zero-filled
@@ -318,7 +317,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
     if bulk:
         _remap_folio_bulk(s, batches, ids, vals, zero_ok, uniform)
     else:
-        _remap_folio(s, maps, new, vals, zero_ok)
+        _remap_folio(s, maps, ids.tolist(), vals, zero_ok)
     if bulk:
         _free_unused_bulk(s, ids, flags, pfn, order)
     else:
@@ -333,7 +332,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
             F.flags[dead] = PG_FREE
             F.free_ids.extend(dead.tolist())
             F.live -= len(dead)
-    s.last_split = new
+    s.last_split = ids
     return 0
 
 

@@ -135,11 +135,29 @@ class BuddyAllocator:
         if m == nr:
             self._merge(head, order)
             return
+        # the runs of consecutive freed pages, each cut greedily into aligned blocks: a block
+        # the greedy cut leaves has its buddy partly outside the run, so it is maximal
+        offs = np.asarray(offsets, np.int64)
+        brk = np.flatnonzero(np.diff(offs) != 1)
+        if len(brk) < 32:
+            starts = [int(offs[0]), *(offs[brk + 1]).tolist()]
+            ends = [*(offs[brk] + 1).tolist(), int(offs[-1]) + 1]
+            add: list[list[int]] = [[] for _ in range(order)]
+            for a, b in zip(starts, ends, strict=True):
+                while a < b:
+                    k = min((a & -a).bit_length() - 1 if a else order, (b - a).bit_length() - 1)
+                    add[k].append(head + a)
+                    a += 1 << k
+            for k, pfns in enumerate(add):
+                if pfns:
+                    self.free[k].update(pfns)
+            return
         full = np.zeros(nr, bool)
-        full[offsets] = True
+        full[offs] = True
         for k in range(order):
-            up = full[0::2] & full[1::2]  # the wholly freed blocks one level up
-            top = np.flatnonzero(full & ~np.repeat(up, 2))
+            pairs = full.reshape(-1, 2)
+            up = pairs[:, 0] & pairs[:, 1]  # the wholly freed blocks one level up
+            top = np.flatnonzero((pairs & ~up[:, None]).ravel())
             if len(top):
                 self.free[k].update((head + (top << k)).tolist())
             if not up.any():

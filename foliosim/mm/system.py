@@ -89,7 +89,7 @@ class System:
         self.listeners: list[Callable[[str], None]] = []
         self.stats_rmap_walks = 0
         self.stats_split_failures: Counter[str] = Counter()
-        self.last_split: list[int] = []
+        self.last_split: np.ndarray | list[int] = []  # the folio ids of the last split
         self.fail_orders: set[int] = set()
         self.pins: dict[str, gup.IoBuffer | None] = {}
         self._next_addr = USER_BASE
