@@ -16,6 +16,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
+from foliosim.mm import gup
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_FREE, ZERO_FID
 from foliosim.mm.pgtable import P_SWAP, PmdLeaf
 from foliosim.mm.system import Process, System, ThpSettings
@@ -64,7 +65,10 @@ def state(s: System) -> dict[str, Any]:
                     assert not F.flags[f] & PG_FREE
                     pages.append((slot, i, b, k, _folio(F, f), F.pae(f, k),
                                   F.page_mapcount(f, k), F.value(f, k)))
-        out[name] = (pages, mm.anon_pages, [(v.start, v.end, v.flags) for v in mm.vmas])
+        out[name] = (pages, mm.anon_pages, mm.pinned_vm,
+                     [(v.start, v.end, v.flags) for v in mm.vmas])
+    out["pins"] = {k: b and (len(b.pages), b.acct_pages, [n for _, n in b.pins])
+                   for k, b in sorted(s.pins.items())}
     return out
 
 
@@ -209,10 +213,41 @@ def test_unmap_and_exit_without_fork() -> None:
     twin(work, **MIX, max_ptes_none=409)
 
 
+def test_pins_and_reads_over_present_and_missing_pages() -> None:
+    """Pins of ranges mapped present and writable (counted per folio at once) and of ranges
+    that need faults or COW breaks (page by page); reads over mixed runs of present, empty
+    and swapped-out PTEs."""
+    def work(s: System, p: Process) -> None:
+        regions = _populate(p)
+        for a in regions:
+            assert p.pin(a + 12 * K, 2 * M + 40 * K, f"whole{a}") == 0
+        holes = p.mmap_region(4 * M)
+        p.write(holes, 4 * K, 1)
+        p.write(holes + 64 * K, 64 * K, 2)
+        p.madvise(regions[2] + 1 * M, 64 * K, "pageout")
+        p.read(holes, 4 * M)
+        p.read(regions[2], 4 * M)
+        c = p.fork("child")
+        assert p.pin(regions[0] + 2 * M, 1 * M, "after_fork") == 0  # COW breaks: one by one
+        c.read(regions[1], 8 * M)
+        assert p.pin(holes, 256 * K, "holes") == 0
+        p.unpin(f"whole{regions[1]}")
+        c.exit()
+    twin(work, **MIX, swap="file")
+    s = System(ThpSettings(**MIX))
+    p = s.process("main")
+    thp, mthp, small = _populate(p)
+    assert gup._grab_present_range(s, p.mm, thp + 4 * K, mthp) is None  # a gap between
+    got = gup._grab_present_range(s, p.mm, mthp + 60 * K, mthp + 2 * M + 8 * K)
+    assert got is not None and len(got) == 2 + 512 - 15
+    p.madvise(small, 4 * K, "dontneed")
+    assert gup._grab_present_range(s, p.mm, small, small + 8 * K) is None  # needs a fault
+
+
 # -- random workloads -----------------------------------------------------------------------
 _OPS = ("write", "write0", "read", "munmap", "mmap", "mprotect_r", "mprotect_rw", "mlock",
         "munlock", "dontneed", "free", "cold", "pageout", "fork", "exit_child", "shrink",
-        "child_write", "child_munmap")
+        "child_write", "child_munmap", "pin", "unpin")
 _op = st.tuples(st.sampled_from(_OPS), st.integers(0, 2), st.integers(0, 2047),
                 st.integers(1, 1024))
 
@@ -221,6 +256,7 @@ def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> Non
     """Three regions (THP, 64K mTHP, small), then the ops, each on a page range of one."""
     regions = _populate(p)
     child: Process | None = None
+    pins: list[str] = []
     for name, r, page, pages in ops:
         a = regions[r] + page * 4 * K
         n = min(pages, 2048 - page) * 4 * K
@@ -253,6 +289,11 @@ def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> Non
             child.write(a, n, page + 11)
         elif name == "child_munmap" and child is not None:
             child.munmap(a, n)
+        elif name == "pin":
+            pins.append(f"buf{len(pins)}")
+            p.pin(a, n, pins[-1])
+        elif name == "unpin" and pins:
+            p.unpin(pins.pop(0))
 
 
 @settings(max_examples=40, deadline=None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from foliosim.mm import memory
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, ZERO_FID
 from foliosim.mm.mm_types import MM, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
@@ -186,8 +188,9 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     end = start + length
     if length == 0:
         return EFAULT
-    pages: list[tuple[int, int]] = []
-    for addr in range(start, end, 4096):
+    got = None if s.tracing else _grab_present_range(s, mm, start, end)
+    pages: list[tuple[int, int]] = got or []
+    for addr in range(start, end, 4096) if got is None else ():
         # __get_user_pages: fault and pin page by page; the first page it cannot get (a hole,
         # a VMA without write permission) ends it, and io_pin_pages drops what it pinned
         # (the pages faulted in on the way stay)
@@ -221,6 +224,51 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
             last = f
     mm.pinned_vm += buf.acct_pages
     return buf
+
+
+def _grab_present_range(s: System, mm: MM, start: int, end: int
+                        ) -> list[tuple[int, int]] | None:
+    """The page-by-page loop of :func:`io_sqe_buffer_register` at once, where it faults
+    nothing: every page of ``[start, end)`` is mapped present and writable in writable VMAs
+    (a fault could depend on the references taken before it, as a COW reuse does, so any
+    page that needs one sends the whole range to the loop). Each page's
+    :func:`try_grab_folio` is counted per folio. Returns the (folio, page) pairs, or None."""
+    a = start
+    for vma in mm.vmas_in(start, end):
+        if vma.start > a or not vma.flags & VM_WRITE or vma.guard:
+            return None
+        a = vma.end
+    if a < end:
+        return None
+    fids: list[np.ndarray] = []
+    ks: list[np.ndarray] = []
+    a = start
+    while a < end:
+        ent = mm.pmd.get(a >> 21)
+        nxt = min(((a >> 21) + 1) << 21, end)
+        n = (nxt - a) >> 12
+        i = (a >> 12) & 511
+        if isinstance(ent, PmdLeaf):
+            if ent.fid < 0 or not ent.bits & P_WRITE:
+                return None
+            fids.append(np.full(n, ent.fid, np.int64))
+            ks.append(np.arange(i, i + n, dtype=np.int64))
+        elif isinstance(ent, PteTable):
+            fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
+            if not ((fid >= 0) & ((bits & (P_WRITE | P_SWAP)) == P_WRITE)).all():
+                return None
+            fids.append(fid.astype(np.int64))
+            ks.append(ent.idx[i:i + n].astype(np.int64))
+        else:
+            return None
+        a = nxt
+    fid = np.concatenate(fids)
+    F = s.folios
+    g, cnt = np.unique(fid, return_counts=True)
+    big = F.order[g] > 0
+    F.ref[g] += np.where(big, cnt, 1024 * cnt)
+    F.pin[g[big]] += cnt[big]
+    return list(zip(fid.tolist(), np.concatenate(ks).tolist(), strict=True))
 
 
 def _check_coalesce(s: System, pages: list[tuple[int, int]]) -> bool:

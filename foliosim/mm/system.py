@@ -360,9 +360,25 @@ class Process:
                 continue
             if ent is not None:
                 i = (a >> 12) & 511
-                if int(ent.fid[i]) != -1 and not ent.bits[i] & P_SWAP:
-                    a += 4096
-                    continue
+                if s.tracing:  # page by page, the reference
+                    if int(ent.fid[i]) != -1 and not ent.bits[i] & P_SWAP:
+                        a += 4096
+                        continue
+                else:
+                    # a run of present pages needs nothing; a run of empty PTEs takes the
+                    # read faults of do_anonymous_page at once (the shared zero page)
+                    n = (min(nxt, vma.end) - a) >> 12
+                    fid = ent.fid[i:i + n]
+                    present = (fid != -1) & ((ent.bits[i:i + n] & P_SWAP) == 0)
+                    kind = present if present[0] else (fid == -1)
+                    run = n if kind.all() else int(kind.argmin())
+                    if run:
+                        if not present[0]:
+                            ent.fid[i:i + run] = ZERO_FID
+                            ent.clear_idx(slice(i, i + run))
+                            ent.bits[i:i + run] = 0
+                        a += run << 12
+                        continue
             memory.handle_mm_fault(s, vma, a, False)
         return 0
 
@@ -466,5 +482,3 @@ def _human(n: int) -> str:
 def _page_align(n: int) -> int:
     return (n + 4095) & ~4095
 
-
-del ZERO_FID
