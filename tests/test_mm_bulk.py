@@ -231,6 +231,10 @@ def test_pins_and_reads_over_present_and_missing_pages() -> None:
         assert p.pin(regions[0] + 2 * M, 1 * M, "after_fork") == 0  # COW breaks: one by one
         c.read(regions[1], 8 * M)
         assert p.pin(holes, 256 * K, "holes") == 0
+        edge = p.mmap_region(2 * M)
+        p.madvise(edge, 2 * M, "hugepage")
+        assert p.pin(edge + 1 * M, 2 * M, "past_the_end") < 0  # faults the prefix, then EFAULT
+        assert p.pin(edge + 6 * M, 8 * K, "outside") < 0
         p.unpin(f"whole{regions[1]}")
         c.exit()
     twin(work, **MIX, swap="file")

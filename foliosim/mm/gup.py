@@ -188,7 +188,9 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     end = start + length
     if length == 0:
         return EFAULT
-    got = None if s.tracing else _grab_present_range(s, mm, start, end)
+    got = None if s.tracing else _pin_range_at_once(s, mm, start, end)
+    if isinstance(got, int):
+        return got
     pages: list[tuple[int, int]] = got or []
     for addr in range(start, end, 4096) if got is None else ():
         # __get_user_pages: fault and pin page by page; the first page it cannot get (a hole,
@@ -226,20 +228,84 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     return buf
 
 
+def _pin_range_at_once(s: System, mm: MM, start: int, end: int
+                       ) -> list[tuple[int, int]] | int | None:
+    """The page-by-page loop of :func:`io_sqe_buffer_register` at once where every page up
+    to the first one outside a writable VMA is empty or mapped present and writable: the
+    write faults of the empty ones do not depend on the references the loop takes on the
+    pages before them (a COW reuse, a swap-in or a zero-page break would: a range with any
+    such page goes to the loop, None). So the faults come first, a page table at a time
+    (:func:`_faultin_empty`), then the grabs (:func:`_grab_present_range`). Returns the
+    (folio, page) pairs, -EFAULT as the loop would (the pages faulted in stay), or None."""
+    stop = start
+    for vma in mm.vmas_in(start, end):
+        if vma.start > stop or not vma.flags & VM_WRITE or vma.guard:
+            break
+        stop = min(vma.end, end)
+    if not _pin_checks(mm, start, stop):
+        return None
+    if stop > start and _faultin_empty(s, mm, start, stop):
+        return EFAULT
+    if stop < end:
+        return EFAULT
+    return _grab_present_range(s, mm, start, end)
+
+
+def _pin_checks(mm: MM, start: int, end: int) -> bool:
+    """Is every page of ``[start, end)`` empty or mapped present and writable?"""
+    a = start
+    while a < end:
+        ent = mm.pmd.get(a >> 21)
+        nxt = min(((a >> 21) + 1) << 21, end)
+        if isinstance(ent, PmdLeaf):
+            if ent.fid < 0 or not ent.bits & P_WRITE:
+                return False
+        elif isinstance(ent, PteTable):
+            i, n = (a >> 12) & 511, (nxt - a) >> 12
+            fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
+            ok = (fid == -1) | ((fid >= 0) & ((bits & (P_WRITE | P_SWAP)) == P_WRITE))
+            if not ok.all():
+                return False
+        a = nxt
+    return True
+
+
+def _faultin_empty(s: System, mm: MM, start: int, end: int) -> int:
+    """Write faults (``faultin_page``) on the empty pages of ``[start, end)``, in address order,
+    with the model's many-at-once fault paths; every other page is mapped present and
+    writable already. Returns 0 or the first fault's error."""
+    a = start
+    while a < end:
+        vma = mm.vma_at(a)
+        nxt = min(((a >> 21) + 1) << 21, end, vma.end)
+        ent = mm.pmd.get(a >> 21)
+        if isinstance(ent, PmdLeaf):
+            a = nxt
+            continue
+        if isinstance(ent, PteTable):
+            i, n = (a >> 12) & 511, (nxt - a) >> 12
+            none = ent.fid[i:i + n] == -1
+            if not none.any():
+                a = nxt
+                continue
+            a += int(none.argmax()) << 12
+            m = memory.bulk_fault(s, vma, a, nxt, 0) or memory.do_anonymous_mthp_bulk(
+                s, vma, a, nxt)
+            if m > 0:
+                a += m << 12
+                continue
+        r = memory.handle_mm_fault(s, vma, a, True)
+        if r:
+            return r
+        a += 4096
+    return 0
+
+
 def _grab_present_range(s: System, mm: MM, start: int, end: int
                         ) -> list[tuple[int, int]] | None:
-    """The page-by-page loop of :func:`io_sqe_buffer_register` at once, where it faults
-    nothing: every page of ``[start, end)`` is mapped present and writable in writable VMAs
-    (a fault could depend on the references taken before it, as a COW reuse does, so any
-    page that needs one sends the whole range to the loop). Each page's
-    :func:`try_grab_folio` is counted per folio. Returns the (folio, page) pairs, or None."""
-    a = start
-    for vma in mm.vmas_in(start, end):
-        if vma.start > a or not vma.flags & VM_WRITE or vma.guard:
-            return None
-        a = vma.end
-    if a < end:
-        return None
+    """Every page of ``[start, end)`` being mapped present and writable, each page's
+    :func:`try_grab_folio` counted per folio at once. Returns the (folio, page) pairs, or
+    None if some page is not."""
     fids: list[np.ndarray] = []
     ks: list[np.ndarray] = []
     a = start
