@@ -8,6 +8,8 @@ none. Counts are natural numbers here (the kernel stores mapcounts offset by -1)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # folio->flags bits (the ones the model needs)
@@ -107,10 +109,10 @@ class LargeColumn:
         self.F = F
         self.a = a
 
-    def __getitem__(self, key):  # noqa: ANN001, ANN204 - an index like numpy's
+    def __getitem__(self, key: Any) -> Any:  # any numpy index: an id, ids, a slice, a mask
         return self.a[self.F.lid[key]]
 
-    def __setitem__(self, key, value) -> None:  # noqa: ANN001
+    def __setitem__(self, key: Any, value: Any) -> None:
         self.a[self.F.lid[key]] = value
 
 

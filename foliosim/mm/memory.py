@@ -24,6 +24,7 @@ from foliosim.mm.folio import (
 from foliosim.mm.mm_types import MM, VM_LOCKED, VM_WRITE, VMA
 from foliosim.mm.page_alloc import OutOfMemory
 from foliosim.mm.pgtable import (
+    NO_IDX,
     NONE,
     P_DIRTY,
     P_SWAP,
@@ -1208,20 +1209,22 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
     cidx = np.where(handled, G.idx, 0).astype(np.int16)
     cbits = np.where(shared, pbits, 0).astype(np.uint8)
     left = G.leftover(handled)
+    big_idx = (np.add.reduceat(cidx != 0, G.offs) > 0).tolist()  # a large folio's pages
     masks: list[np.ndarray | None] = []
-    for (slot, spt, i, e, *_), o, more in zip(segs, G.offs.tolist(), left.tolist(),
-                                              strict=True):
+    for (slot, spt, i, e, *_), o, more, bi in zip(segs, G.offs.tolist(), left.tolist(),
+                                                  big_idx, strict=True):
         k = e - i
         spt.bits[i:e] = pbits[o:o + k]
         dpt = dmm.pmd.get(slot)
+        idx = cidx[o:o + k] if bi else NO_IDX
         if dpt is None and k == 512:
-            dmm.pmd[slot] = dpt = PteTable.of(cfid[o:o + k], cidx[o:o + k], cbits[o:o + k])
+            dmm.pmd[slot] = dpt = PteTable.of(cfid[o:o + k], idx, cbits[o:o + k])
         else:
             if dpt is None:
                 dpt = PteTable()
                 dmm.pmd[slot] = dpt
             dpt.fid[i:e] = cfid[o:o + k]
-            dpt.set_idx(slice(i, e), cidx[o:o + k])
+            dpt.set_idx(slice(i, e), idx)
             dpt.bits[i:e] = cbits[o:o + k]
         m = None
         if more:

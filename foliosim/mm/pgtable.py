@@ -53,9 +53,13 @@ class PteTable:
         return t
 
     def set_idx(self, key: int | slice | np.ndarray, v: object) -> None:
-        """``idx[key] = v``, giving the table its own page indexes on the first non-zero."""
+        """``idx[key] = v``, giving the table its own page indexes on the first non-zero
+        (``v`` may be :data:`NO_IDX`: all zero)."""
+        if v is NO_IDX:
+            self.clear_idx(key)
+            return
         if self.idx is NO_IDX:
-            if v is NO_IDX or not np.any(v):
+            if not np.any(v):
                 return
             self.idx = np.zeros(PTRS_PER_PTE, np.int16)
         self.idx[key] = v
