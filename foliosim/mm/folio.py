@@ -227,9 +227,16 @@ class Folios:
 
     def pages_drop(self, ids: np.ndarray) -> None:
         """Forget the per-page arrays of folios being freed."""
-        if self.pages:
+        P = self.pages
+        if not P:
+            return
+        if len(ids) > 4 * len(P):  # look the few arrays up among the many ids
+            keys = np.fromiter(P, np.int64, len(P))
+            for f in keys[np.isin(keys, ids)].tolist():
+                del P[f]
+        else:
             for f in ids.tolist():
-                self.pages.pop(f, None)
+                P.pop(f, None)
 
     def release(self, f: int) -> None:
         self.flags[f] = PG_FREE

@@ -1010,6 +1010,8 @@ def _uniform_or_small(s: System, f: np.ndarray, small: np.ndarray) -> np.ndarray
 def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Every slot of the runs ``(starts, lens)``."""
     total = int(lens.sum())
+    if total == len(lens):  # runs of one page (lengths are at least one)
+        return starts
     first = np.repeat(starts - np.cumsum(lens) + lens, lens)
     return first + np.arange(total)
 

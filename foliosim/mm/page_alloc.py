@@ -90,8 +90,8 @@ class BuddyAllocator:
             for pfn in pfns.tolist() if isinstance(pfns, np.ndarray) else pfns:
                 self._merge(pfn, order)
             return
-        cur = np.unique(np.asarray(pfns, np.int64))
-        assert len(cur) == n, "a block freed twice"
+        cur = np.sort(np.asarray(pfns, np.int64), kind="stable")  # mostly in order already
+        assert (np.diff(cur) > 0).all(), "a block freed twice"
         self.nr_free += n << order
         base = self.base_pfn
         for k in range(order, MAX_PAGE_ORDER):
@@ -100,10 +100,13 @@ class BuddyAllocator:
             size = 1 << k
             rel = cur - base
             buddy = base + (rel ^ size)
-            pos = np.minimum(np.searchsorted(cur, buddy), len(cur) - 1)
-            paired = cur[pos] == buddy  # both halves freed now
+            lower = (rel & size) == 0
+            # in sorted order a block's buddy, if freed too, is its neighbour
+            paired = np.zeros(len(cur), bool)
+            paired[:-1] = lower[:-1] & (cur[1:] == buddy[:-1])
+            paired[1:] |= ~lower[1:] & (cur[:-1] == buddy[1:])
             lone = np.flatnonzero(~paired)
-            up = cur[paired & ((rel & size) == 0)]  # the lower half of each freed pair
+            up = cur[paired & lower]  # the lower half of each freed pair
             if len(lone):
                 fk = self.free[k]
                 lb = buddy[lone].tolist()
