@@ -119,9 +119,10 @@ class BuddyAllocator:
         self.free[MAX_PAGE_ORDER].update(cur.tolist())
 
     def free_pages_of_block(self, head: int, order: int, offsets: np.ndarray) -> None:
-        """Free the order-0 pages ``head + offsets`` of the block of ``1 << order`` pages at
-        ``head``, every page of which is allocated (the pages of a folio just split,
-        ``__split_unmapped_folio`` then ``free_folio_and_swap_cache`` of the unused ones).
+        """Free the order-0 pages ``head + offsets`` (increasing) of the block of
+        ``1 << order`` pages at ``head``, every page of which is allocated (the pages of a folio
+        just split, ``__split_unmapped_folio`` then ``free_folio_and_swap_cache`` of the unused
+        ones).
 
         Freeing them one by one (:meth:`free_block`) merges each with its free buddies; the
         free lists it leaves are the freed pages cut into maximal aligned blocks, whatever
@@ -141,7 +142,9 @@ class BuddyAllocator:
         # the runs of consecutive freed pages, each cut greedily into aligned blocks: a block
         # the greedy cut leaves has its buddy partly outside the run, so it is maximal
         offs = np.asarray(offsets, np.int64)
-        brk = np.flatnonzero(np.diff(offs) != 1)
+        d = np.diff(offs)
+        assert (d > 0).all(), "offsets must increase"
+        brk = np.flatnonzero(d != 1)
         if len(brk) < 32:
             starts = [int(offs[0]), *(offs[brk + 1]).tolist()]
             ends = [*(offs[brk] + 1).tolist(), int(offs[-1]) + 1]
