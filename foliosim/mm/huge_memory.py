@@ -236,12 +236,6 @@ def split_huge_pmd(s: System, vma: VMA, slot: int, reason: str) -> None:
         s.trace(f"PMD split of {s.fname(f)} mapped at {s.fmt_addr(mm, slot << 21)}: {reason}")
 
 
-def policy_vma_cut(lo: VMA, hi: VMA, addr: int, reason: str) -> None:
-    """The hook called when a VMA boundary appears at ``addr`` (after the PMD split)."""
-    s = lo.mm.sys
-    s.policy.vma_cut(s, lo, hi, addr, reason)
-
-
 # -- folio split ------------------------------------------------------------------------------
 def can_split_folio(s: System, f: int) -> tuple[bool, int]:
     """``can_split_folio``: every reference must be a mapping (or the swapcache's); returns the

@@ -14,7 +14,7 @@ VM_IGNORE_MERGE = 0
 def vma_adjust_trans_huge(vma: VMA, addr: int, reason: str) -> None:
     """``vma_adjust_trans_huge``: a new VMA boundary at an address that is not 2 MiB aligned
     splits the PMD mapping that straddles it (``split_huge_pmd_if_needed``)."""
-    if addr % PMD_SIZE:
+    if addr % PMD_SIZE and (addr >> 21) in vma.mm.pmd:  # else nothing there to split
         s = vma.mm.sys
         if s.tracing:
             reason = (f"{reason} at {s.fmt_addr(vma.mm, addr)} "
@@ -26,6 +26,8 @@ def split_vma(vma: VMA, addr: int, reason: str) -> VMA:
     """``__split_vma``: cut ``vma`` at ``addr``; returns the new upper VMA ``[addr, end)``.
 
     The new VMA shares the anon_vma chain, so the rmap still finds folios on both sides.
+    Then the policy's ``vma_cut`` hook runs (a VMA boundary appeared at ``addr``, after the
+    PMD split).
     """
     mm = vma.mm
     assert vma.start < addr < vma.end
@@ -36,9 +38,10 @@ def split_vma(vma: VMA, addr: int, reason: str) -> VMA:
         new.link(av)
     vma.end = addr
     mm.insert(new)
-    if mm.sys.tracing:
-        mm.sys.trace(f"VMA split at {mm.sys.fmt_addr(mm, addr)}: {reason} (__split_vma)")
-    huge_memory.policy_vma_cut(vma, new, addr, reason)
+    s = mm.sys
+    if s.tracing:
+        s.trace(f"VMA split at {s.fmt_addr(mm, addr)}: {reason} (__split_vma)")
+    s.policy.vma_cut(s, vma, new, addr, reason)
     return new
 
 
