@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from foliosim.mm import memory
@@ -207,6 +208,29 @@ def test_released_large_folio_gives_back_its_side_table_row() -> None:
     g = pmd_folio(p, b)
     assert s.folios.lid[g] == lid and s.folios.entire[g] == 1 and s.folios.pin[g] == 0
     assert check_invariants(s) == []
+
+
+def test_index_and_swap_columns_read_back_what_was_written() -> None:
+    """folio->index is kept in five bytes and read back whole up to 2**40; swap slots live
+    in a dict: -1 reads back for every folio without one, setting -1 drops the entry, and a
+    released folio forgets its slot."""
+    from foliosim.mm.folio import Folios
+
+    F = Folios()
+    f, g = F.new(100, 0), F.new(101, 0)
+    F.index[f] = (1 << 39) + (1 << 32) + 12345
+    assert int(F.index[f]) == (1 << 39) + (1 << 32) + 12345 and int(F.index[g]) == 0
+    ids = F.new_many([200, 201, 202])
+    F.index[ids] = (7 << 32) + np.arange(3)
+    assert F.index[ids].tolist() == [(7 << 32) + k for k in range(3)]
+    assert F.swap[f] == -1 and F.swap[ids].tolist() == [-1, -1, -1]
+    F.swap[ids] = 40 + np.arange(3)
+    F.swap[f] = 9
+    assert F.swap[ids].tolist() == [40, 41, 42] and F.swap[f] == 9
+    F.swap[f] = -1
+    assert f not in F.swap.d
+    F.release_many(ids[:2])
+    assert sorted(F.swap.d) == [int(ids[2])]
 
 
 def test_pincount() -> None:

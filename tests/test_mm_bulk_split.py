@@ -41,6 +41,7 @@ def snapshot(s: System) -> dict[str, Any]:
     out["pages"] = {f: (pa.mapcount.tolist(), pa.pae.tolist(), pa.val.tolist())
                     for f, pa in sorted(F.pages.items())}
     out["free_ids"] = F.free_ids.tolist()
+    out["swap"] = sorted(F.swap.d.items())
     out["live"] = F.live
     for name, p in sorted(s.processes.items()):
         mm = p.mm

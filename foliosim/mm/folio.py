@@ -116,19 +116,83 @@ class LargeColumn:
         self.a[self.F.lid[key]] = value
 
 
+class IndexColumn:
+    """``folio->index`` (the anon linear page index, below 2**40) in five bytes a folio: the
+    low 32 bits in ``Folios.index_lo``, the rest in ``Folios.index_hi``; indexed like any
+    column (``F.index[f]``, ``F.index[ids] = ...``)."""
+
+    __slots__ = ("F",)
+
+    def __init__(self, F: Folios) -> None:
+        self.F = F
+
+    def __getitem__(self, key: Any) -> Any:
+        F = self.F
+        return (F.index_hi[key].astype(np.int64) << 32) | F.index_lo[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        F = self.F
+        v = np.asarray(value, np.int64)
+        F.index_lo[key] = v & 0xFFFFFFFF
+        F.index_hi[key] = v >> 32
+
+
+class SwapColumn:
+    """``folio->swap``: the swap slot of a folio in the swap cache, -1 for every other folio.
+    Few folios are in the swap cache at a time, so the slots are a dict by folio id; indexed
+    like a column (``F.swap[f]``, ``F.swap[ids] = ...``; setting -1 drops the entry)."""
+
+    __slots__ = ("d",)
+
+    def __init__(self) -> None:
+        self.d: dict[int, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)):
+            return self.d.get(int(key), -1)
+        d = self.d
+        return np.fromiter((d.get(f, -1) for f in _ids(key)), np.int64)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, (int, np.integer)):
+            keys, vals = [int(key)], [int(value)]
+        else:
+            keys = _ids(key)
+            vals = np.broadcast_to(np.asarray(value, np.int64), (len(keys),)).tolist()
+        d = self.d
+        for f, v in zip(keys, vals, strict=True):
+            if v < 0:
+                d.pop(f, None)
+            else:
+                d[f] = v
+
+    def drop(self, ids: Any) -> None:
+        """Forget the slots of folios being released or reused (-1)."""
+        if self.d:
+            self[ids] = -1
+
+
+def _ids(key: Any) -> list[int]:
+    """The folio ids an index (ids, or a slice of rows) names."""
+    if isinstance(key, slice):
+        return list(range(key.start, key.stop))
+    return np.asarray(key).tolist()
+
+
 class Folios:
     """All folios of the system as columns. A folio is an ``int`` id into them."""
 
-    # Column widths: PFNs and swap slots fit 31 bits (8 TiB of RAM or swap), flags 14 bits,
-    # mlock_count at most the number of VMAs; 43 bytes a folio with ``lid``, its row in the
-    # side table of the fields only large folios have (:class:`LargeColumn`).
+    # Column widths: PFNs fit 31 bits (8 TiB of RAM), flags 14 bits, mlock_count at most the
+    # number of VMAs, folio->index 40 bits (:class:`IndexColumn`); 38 bytes a folio with
+    # ``lid``, its row in the side table of the fields only large folios have
+    # (:class:`LargeColumn`). The swap slot, rare, is a dict (:class:`SwapColumn`).
     _COLS = {
         "pfn": np.int32, "order": np.int8, "ref": np.int32, "large": np.int32,
-        "flags": np.int16, "mlock_count": np.int16, "index": np.int64, "anon_vma": np.int32,
-        "val": np.uint64, "swap": np.int32, "lid": np.int32,
+        "flags": np.int16, "mlock_count": np.int16, "index_lo": np.uint32,
+        "index_hi": np.uint8, "anon_vma": np.int32, "val": np.uint64, "lid": np.int32,
     }
     # what :meth:`new_many` resets in a reused row (it sets the other columns)
-    _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma", "swap"))
+    _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma"))
     # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
     # (a page is mapped at most once per mm); 26 bytes a large folio.
     _LARGE = {
@@ -140,6 +204,8 @@ class Folios:
         self.cap = capacity
         for name, dt in self._COLS.items():
             setattr(self, name, np.zeros(capacity, dt))
+        self.index = IndexColumn(self)
+        self.swap = SwapColumn()
         self.lcap = 64
         for name, dt in self._LARGE.items():
             setattr(self, name, LargeColumn(self, np.zeros(self.lcap, dt)))
@@ -165,7 +231,7 @@ class Folios:
         self.order[f] = order
         self.ref[f] = 1
         self.anon_vma[f] = -1
-        self.swap[f] = -1
+        self.swap.drop(f)
         if order:
             self.lid[f] = self._new_lids(1)[0]
         self.live += 1
@@ -193,7 +259,7 @@ class Folios:
         self.order[rows] = order
         self.ref[rows] = 1
         self.anon_vma[rows] = -1
-        self.swap[rows] = -1
+        self.swap.drop(rows)
         if order:
             self.lid[rows] = self._new_lids(n)
         self.live += n
@@ -245,6 +311,7 @@ class Folios:
         if lid:
             self.free_lids.append(lid)
             self.lid[f] = 0
+        self.swap.drop(f)
         self.free_ids.append(f)
         self.live -= 1
 
@@ -253,6 +320,7 @@ class Folios:
         self.flags[ids] = PG_FREE
         self.pages_drop(ids)
         self._drop_lids(ids)
+        self.swap.drop(ids)
         self.free_ids.extend(ids)
         self.live -= len(ids)
 
