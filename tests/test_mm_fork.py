@@ -470,3 +470,26 @@ def test_child_exit_does_not_munlock_parents_mlocked_thp() -> None:
     f, _ = folio_at(p, a)
     p.fork("child").exit()
     assert is_mlocked(s, f) and int(s.folios.mlock_count[f]) == 1
+
+
+def test_processes_alive_at_once_are_bounded_by_the_16_bit_page_mapcount(monkeypatch) -> None:
+    """Per-page PTE mapcounts are 16-bit (a page is mapped at most once per mm): creating a
+    process beyond MAX_PROCESSES alive fails loudly instead of overflowing; an exit frees a
+    place."""
+    import pytest
+
+    import foliosim.mm.system as system_mod
+    from foliosim.mm.folio import MAX_PROCESSES
+
+    assert MAX_PROCESSES == (1 << 15) - 1
+    monkeypatch.setattr(system_mod, "MAX_PROCESSES", 3)
+    s = make_system(enabled="always")
+    p = s.process("main")
+    a = region(p, PMD)
+    assert p.write(a, PMD, 1) == 0
+    c1 = p.fork("c1")
+    p.fork("c2")
+    with pytest.raises(RuntimeError, match="at most 3 processes"):
+        p.fork("c3")
+    c1.exit()
+    assert p.fork("c3").name == "c3"

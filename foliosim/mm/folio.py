@@ -28,6 +28,9 @@ PG_ANON_EXCLUSIVE = 1 << 11   # PAE of the head page (or of every page, while un
 PG_FREE = 1 << 12
 PG_LAZYFREE_DONE = 1 << 13    # reserved
 
+# Processes alive at once: a page's PTE mapcount (at most one mapping per mm) fits 16 bits.
+MAX_PROCESSES = 32767
+
 ZERO_FID = -2        # the shared zero page in a PTE
 HUGE_ZERO_FID = -3   # the huge zero folio in a PMD
 
@@ -35,7 +38,9 @@ HUGE_ZERO_FID = -3   # the huge zero folio in a PMD
 class PageArrays:
     """Per-page state of one large folio, created on demand.
 
-    :ivar mapcount: PTE mappings of each page (``page->_mapcount + 1``)
+    :ivar mapcount: PTE mappings of each page (``page->_mapcount + 1``); a page is mapped at
+        most once per mm, so 16 bits hold it (``System`` allows at most
+        :data:`MAX_PROCESSES` processes at once)
     :ivar pae: PageAnonExclusive of each page
     :ivar val: the 64-bit word at the start of each page
     """
@@ -43,7 +48,7 @@ class PageArrays:
     __slots__ = ("mapcount", "pae", "val")
 
     def __init__(self, nr: int, pae: bool, val: int) -> None:
-        self.mapcount = np.zeros(nr, np.int32)
+        self.mapcount = np.zeros(nr, np.int16)
         self.pae = np.full(nr, pae, bool)
         self.val = np.full(nr, val, np.uint64)
 

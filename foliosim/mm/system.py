@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from foliosim.mm import gup, huge_memory, madvise, memory, mlock, mmap, mprotect, mremap
-from foliosim.mm.folio import PG_FREE, ZERO_FID, Folios
+from foliosim.mm.folio import MAX_PROCESSES, PG_FREE, ZERO_FID, Folios
 from foliosim.mm.mm_types import MM, VM_READ, VM_WRITE, AnonVma
 from foliosim.mm.page_alloc import BuddyAllocator
 from foliosim.mm.pgtable import P_DIRTY, P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf
@@ -147,6 +147,9 @@ class System:
         """The process ``name``, created (with an empty mm) if it does not exist."""
         p = self.processes.get(name)
         if p is None:
+            if len(self.processes) >= MAX_PROCESSES:
+                raise RuntimeError(f"at most {MAX_PROCESSES} processes can be alive at once "
+                                   "(per-page mapcounts are 16-bit)")
             p = Process(self, name, MM(self, self._next_mm, name))
             self._next_mm += 1
             self.processes[name] = p
