@@ -213,7 +213,7 @@ def test_released_large_folio_gives_back_its_side_table_row() -> None:
 def test_index_and_swap_columns_read_back_what_was_written() -> None:
     """folio->index is kept in five bytes and read back whole up to 2**40; swap slots live
     in a dict: -1 reads back for every folio without one, setting -1 drops the entry, and a
-    released folio forgets its slot."""
+    released folio forgets its slot; a value keeps its high 32 bits in a dict the same way."""
     from foliosim.mm.folio import Folios
 
     F = Folios()
@@ -231,6 +231,16 @@ def test_index_and_swap_columns_read_back_what_was_written() -> None:
     assert f not in F.swap.d
     F.release_many(ids[:2])
     assert sorted(F.swap.d) == [int(ids[2])]
+    # values: the low 32 bits in a column, any high bits in a dict
+    F.val[f] = (1 << 63) + 5
+    F.val[g] = 7
+    assert (F.val[f], F.val[g]) == ((1 << 63) + 5, 7) and list(F.val.hi) == [f]
+    F.val[ids[2:]] = np.array([(3 << 40) + 1], np.uint64)
+    assert F.val[np.array([f, g, ids[2]])].tolist() == [(1 << 63) + 5, 7, (3 << 40) + 1]
+    F.val[f] = 0
+    assert f not in F.val.hi and F.val[f] == 0
+    F.release(int(ids[2]))
+    assert F.val.hi == {}
 
 
 def test_pincount() -> None:

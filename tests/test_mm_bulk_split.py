@@ -42,6 +42,7 @@ def snapshot(s: System) -> dict[str, Any]:
                     for f, pa in sorted(F.pages.items())}
     out["free_ids"] = F.free_ids.tolist()
     out["swap"] = sorted(F.swap.d.items())
+    out["val_hi"] = sorted(F.val.hi.items())
     out["live"] = F.live
     for name, p in sorted(s.processes.items()):
         mm = p.mm

@@ -177,6 +177,59 @@ class SwapColumn:
             self[ids] = -1
 
 
+class ValueColumn:
+    """The 64-bit word a uniform folio's pages start with (``F.val[f]``, ``F.val[ids] = v``):
+    the low 32 bits in ``Folios.val_lo``, the high 32 bits of the values that have any in a
+    dict by folio id (stores of values below 2**32, the common case, never touch it)."""
+
+    __slots__ = ("F", "hi")
+
+    def __init__(self, F: Folios) -> None:
+        self.F = F
+        self.hi: dict[int, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        lo = self.F.val_lo[key]
+        hi = self.hi
+        if isinstance(key, (int, np.integer)):  # an int
+            return (hi.get(int(key), 0) << 32) | int(lo) if hi else int(lo)
+        out = lo.astype(np.uint64)
+        if hi:
+            for j, f in enumerate(_ids(key)):
+                h = hi.get(f)
+                if h:
+                    out[j] |= np.uint64(h << 32)
+        return out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, (int, np.integer)) and 0 <= value < 1 << 32:  # the common case
+            self.F.val_lo[key] = value
+            if self.hi:
+                self.drop(key)
+            return
+        v = np.asarray(value, np.uint64)
+        self.F.val_lo[key] = v & np.uint64(0xFFFFFFFF)
+        h = v >> np.uint64(32)
+        if not self.hi and not h.any():
+            return
+        if isinstance(key, (int, np.integer)):
+            keys = [int(key)]
+        else:
+            keys = _ids(key)
+        hs = np.broadcast_to(h, (len(keys),)).tolist()
+        for f, x in zip(keys, hs, strict=True):
+            if x:
+                self.hi[f] = x
+            else:
+                self.hi.pop(f, None)
+
+    def drop(self, ids: Any) -> None:
+        """Forget the high bits of folios being released or reused."""
+        if self.hi:
+            for f in _ids(ids) if not isinstance(ids, (int, np.integer)) else [int(ids)]:
+                self.hi.pop(f, None)
+
+
 def _ids(key: Any) -> list[int]:
     """The folio ids an index (ids, or a slice of rows) names."""
     if isinstance(key, slice):
@@ -188,13 +241,14 @@ class Folios:
     """All folios of the system as columns. A folio is an ``int`` id into them."""
 
     # Column widths: PFNs fit 31 bits (8 TiB of RAM), flags 14 bits, mlock_count at most the
-    # number of VMAs, folio->index 40 bits (:class:`IndexColumn`); 38 bytes a folio with
-    # ``lid``, its row in the side table of the fields only large folios have
-    # (:class:`LargeColumn`). The swap slot, rare, is a dict (:class:`SwapColumn`).
+    # number of VMAs, folio->index 40 bits (:class:`IndexColumn`), the value's low 32 bits
+    # (:class:`ValueColumn`); 34 bytes a folio with ``lid``, its row in the side table of the
+    # fields only large folios have (:class:`LargeColumn`). The swap slot, rare, is a dict
+    # (:class:`SwapColumn`).
     _COLS = {
         "pfn": np.int32, "order": np.int8, "ref": np.int32, "large": np.int32,
         "flags": np.int16, "mlock_count": np.int16, "index_lo": np.uint32,
-        "index_hi": np.uint8, "anon_vma": np.int32, "val": np.uint64, "lid": np.int32,
+        "index_hi": np.uint8, "anon_vma": np.int32, "val_lo": np.uint32, "lid": np.int32,
     }
     # what :meth:`new_many` resets in a reused row (it sets the other columns)
     _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma"))
@@ -210,6 +264,7 @@ class Folios:
         for name, dt in self._COLS.items():
             setattr(self, name, np.zeros(capacity, dt))
         self.index = IndexColumn(self)
+        self.val = ValueColumn(self)
         self.swap = SwapColumn()
         self.lcap = 64
         for name, dt in self._LARGE.items():
@@ -237,6 +292,7 @@ class Folios:
         self.ref[f] = 1
         self.anon_vma[f] = -1
         self.swap.drop(f)
+        self.val.drop(f)
         if order:
             self.lid[f] = self._new_lids(1)[0]
         self.live += 1
@@ -265,6 +321,7 @@ class Folios:
         self.ref[rows] = 1
         self.anon_vma[rows] = -1
         self.swap.drop(rows)
+        self.val.drop(rows)
         if order:
             self.lid[rows] = self._new_lids(n)
         self.live += n
@@ -317,6 +374,7 @@ class Folios:
             self.free_lids.append(lid)
             self.lid[f] = 0
         self.swap.drop(f)
+        self.val.drop(f)
         self.free_ids.append(f)
         self.live -= 1
 
@@ -326,6 +384,7 @@ class Folios:
         self.pages_drop(ids)
         self._drop_lids(ids)
         self.swap.drop(ids)
+        self.val.drop(ids)
         self.free_ids.extend(ids)
         self.live -= len(ids)
 

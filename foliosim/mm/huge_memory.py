@@ -324,6 +324,7 @@ def split_folio(s: System, f: int, reason: str) -> int:
             for q in F.pfn[dead].tolist():
                 s.buddy.free_block(q, 0)
             F.flags[dead] = PG_FREE
+            F.val.drop(dead)
             F.free_ids.extend(dead.tolist())
             F.live -= len(dead)
     s.last_split = ids
@@ -566,6 +567,7 @@ def _free_unused_bulk(s: System, ids: np.ndarray, flags: int, pfn: int, order: i
         s.vmstat.count("unevictable_pgs_cleared", len(k))
     s.buddy.free_pages_of_block(pfn, order, k)
     F.flags[dead] = PG_FREE
+    F.val.drop(dead)
     F.free_ids.extend(dead)
     F.live -= len(k)
 
