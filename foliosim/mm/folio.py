@@ -173,8 +173,7 @@ class SwapColumn:
 
     def drop(self, ids: Any) -> None:
         """Forget the slots of folios being released or reused (-1)."""
-        if self.d:
-            self[ids] = -1
+        _forget(self.d, ids)
 
 
 class ValueColumn:
@@ -204,8 +203,7 @@ class ValueColumn:
     def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(value, (int, np.integer)) and 0 <= value < 1 << 32:  # the common case
             self.F.val_lo[key] = value
-            if self.hi:
-                self.drop(key)
+            self.drop(key)
             return
         v = np.asarray(value, np.uint64)
         self.F.val_lo[key] = v & np.uint64(0xFFFFFFFF)
@@ -225,9 +223,14 @@ class ValueColumn:
 
     def drop(self, ids: Any) -> None:
         """Forget the high bits of folios being released or reused."""
-        if self.hi:
-            for f in _ids(ids) if not isinstance(ids, (int, np.integer)) else [int(ids)]:
-                self.hi.pop(f, None)
+        _forget(self.hi, ids)
+
+
+def _forget(d: dict[int, int], ids: Any) -> None:
+    """Drop the entries of folio ids ``ids`` (an id, ids or a slice of rows) from ``d``."""
+    if d:
+        for f in [int(ids)] if isinstance(ids, (int, np.integer)) else _ids(ids):
+            d.pop(f, None)
 
 
 def _ids(key: Any) -> list[int]:
@@ -250,7 +253,7 @@ class Folios:
         "flags": np.int16, "mlock_count": np.int16, "index_lo": np.uint32,
         "index_hi": np.uint8, "anon_vma": np.int32, "val_lo": np.uint32, "lid": np.int32,
     }
-    # what :meth:`new_many` resets in a reused row (it sets the other columns)
+    # what :meth:`new` / :meth:`new_many` reset in a reused row (:meth:`_fill` sets the rest)
     _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma"))
     # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
     # (a page is mapped at most once per mm); 26 bytes a large folio.
@@ -285,14 +288,9 @@ class Folios:
             self.next_id += 1
             if f >= self.cap:
                 self._grow()
-        for name in self._COLS:
+        for name in self._ZEROED:
             getattr(self, name)[f] = 0
-        self.pfn[f] = pfn
-        self.order[f] = order
-        self.ref[f] = 1
-        self.anon_vma[f] = -1
-        self.swap.drop(f)
-        self.val.drop(f)
+        self._fill(f, pfn, order)
         if order:
             self.lid[f] = self._new_lids(1)[0]
         self.live += 1
@@ -316,16 +314,21 @@ class Folios:
                 getattr(self, name)[reused] = 0
             ids = rows = np.concatenate(
                 (reused, np.arange(fresh.start, fresh.stop, dtype=np.int64))) if rest else reused
+        self._fill(rows, pfns, order)
+        if order:
+            self.lid[rows] = self._new_lids(n)
+        self.live += n
+        return ids
+
+    def _fill(self, rows: Any, pfns: Any, order: int) -> None:
+        """What new folios start with besides zeroed columns: their PFNs and order,
+        refcount 1, no anon_vma, no swap slot and no high value bits."""
         self.pfn[rows] = pfns
         self.order[rows] = order
         self.ref[rows] = 1
         self.anon_vma[rows] = -1
         self.swap.drop(rows)
         self.val.drop(rows)
-        if order:
-            self.lid[rows] = self._new_lids(n)
-        self.live += n
-        return ids
 
     def _new_lids(self, n: int) -> np.ndarray:
         """``n`` zeroed rows of the large-folio side table."""
