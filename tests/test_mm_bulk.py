@@ -18,6 +18,7 @@ from hypothesis import given, settings
 
 from foliosim.mm import gup
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_FREE, ZERO_FID
+from foliosim.mm.invariants import check_invariants
 from foliosim.mm.pgtable import P_SWAP, PmdLeaf
 from foliosim.mm.system import Process, System, ThpSettings
 
@@ -72,14 +73,21 @@ def state(s: System) -> dict[str, Any]:
     return out
 
 
-def twin(work: Callable[[System, Process], None], **settings: Any) -> None:
-    """Run ``work`` with tracing on (per-item paths) and off (bulk paths); same state."""
+def twin(work: Callable[[System, Process], Any], ram_bytes: int | None = None,
+         fail_orders: tuple[int, ...] = (), **settings: Any) -> None:
+    """Run ``work`` with tracing on (per-item paths) and off (bulk paths); same state, and the
+    same result of ``work`` (its syscalls' return values, say). ``ram_bytes`` and
+    ``fail_orders`` make allocations fail (memory runs out, or an order is refused)."""
     states = []
     for trace in (True, False):
-        s = System(ThpSettings(**settings), trace=trace)
-        work(s, s.process("main"))
-        states.append(state(s))
-    ref, bulk = states
+        kw = {} if ram_bytes is None else {"ram_bytes": ram_bytes}
+        s = System(ThpSettings(**settings), trace=trace, **kw)
+        s.fail_orders = set(fail_orders)
+        r = work(s, s.process("main"))
+        assert not check_invariants(s), check_invariants(s)[:3]
+        states.append((r, state(s)))
+    (ref_r, ref), (bulk_r, bulk) = states
+    assert ref_r == bulk_r
     assert ref.keys() == bulk.keys()
     for key in ref:
         assert ref[key] == bulk[key], key
@@ -256,20 +264,22 @@ _op = st.tuples(st.sampled_from(_OPS), st.integers(0, 2), st.integers(0, 2047),
                 st.integers(1, 1024))
 
 
-def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> None:
-    """Three regions (THP, 64K mTHP, small), then the ops, each on a page range of one."""
+def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> list[int]:
+    """Three regions (THP, 64K mTHP, small), then the ops, each on a page range of one.
+    Returns what the writes and reads returned."""
     regions = _populate(p)
     child: Process | None = None
     pins: list[str] = []
-    for name, r, page, pages in ops:
+    rets: list[int] = []
+    for k, (name, r, page, pages) in enumerate(ops):
         a = regions[r] + page * 4 * K
         n = min(pages, 2048 - page) * 4 * K
         if name == "write":
-            p.write(a, n, page + 7)
+            rets.append(p.write(a, n, page + 7))
         elif name == "write0":
-            p.write(a, n, 0)
+            rets.append(p.write(a, n, 0))
         elif name == "read":
-            p.read(a, n)
+            rets.append(p.read(a, n))
         elif name == "munmap":
             p.munmap(a, n)
         elif name == "mmap":
@@ -290,14 +300,15 @@ def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> Non
         elif name == "shrink":
             s.shrink()
         elif name == "child_write" and child is not None:
-            child.write(a, n, page + 11)
+            rets.append(child.write(a, n, page + 11))
         elif name == "child_munmap" and child is not None:
             child.munmap(a, n)
         elif name == "pin":
-            pins.append(f"buf{len(pins)}")
-            p.pin(a, n, pins[-1])
+            pins.append(f"buf{k}")  # named by the op: never a live buffer's name
+            rets.append(p.pin(a, n, pins[-1]))
         elif name == "unpin" and pins:
             p.unpin(pins.pop(0))
+    return rets
 
 
 @settings(max_examples=40, deadline=None)
@@ -306,3 +317,44 @@ def _run_ops(s: System, p: Process, ops: list[tuple[str, int, int, int]]) -> Non
 def test_random_workloads(ops: list[tuple[str, int, int, int]], swap: str, mpn: int) -> None:
     """Any sequence of the churn's operations leaves the same state on both paths."""
     twin(lambda s, p: _run_ops(s, p, ops), **MIX, swap=swap, max_ptes_none=mpn)
+
+
+# Allocation failures: the bulk paths map only what the allocator can back, and the fault
+# after it fails (or falls back to a smaller order) exactly as one by one.
+_SMALL_RAM = [("write", 0, 1248, 970), ("write0", 1, 142, 627), ("pin", 1, 393, 255),
+              ("pin", 2, 807, 647), ("mprotect_r", 2, 1469, 962), ("fork", 1, 775, 330),
+              ("unpin", 1, 296, 145), ("pageout", 2, 284, 261), ("read", 0, 704, 159),
+              ("pin", 0, 1737, 916), ("write0", 1, 1158, 347), ("write", 2, 0, 1024),
+              ("child_write", 0, 0, 1024), ("child_write", 1, 0, 1024),
+              ("child_write", 2, 0, 1024)]
+_LARGE_COPY = [("pin", 1, 1861, 86), ("pin", 2, 1424, 511), ("fork", 0, 1549, 100),
+               ("mmap", 0, 587, 619), ("dontneed", 2, 247, 1), ("read", 1, 488, 512),
+               ("child_write", 2, 468, 511), ("dontneed", 2, 865, 1024), ("pin", 2, 19, 511),
+               ("child_write", 0, 1802, 511), ("child_munmap", 2, 1301, 512),
+               ("pageout", 1, 1496, 512), ("munmap", 1, 1582, 512)]
+
+
+@pytest.mark.parametrize("ops,ram,fail", [(_SMALL_RAM, 30 * M, (9,)),
+                                          (_SMALL_RAM, 30 * M, ()),
+                                          (_LARGE_COPY, 24 * M, (4,))])
+def test_memory_runs_out_mid_run(ops: list, ram: int, fail: tuple[int, ...]) -> None:
+    """With little RAM the stores and COW copies run out of pages part way: -ENOMEM on both
+    paths, at the same page, with nothing allocated and left unmapped."""
+    ran_out = []
+
+    def work(s: System, p: Process) -> list[int]:
+        rets = _run_ops(s, p, ops)
+        ran_out.append(-12 in rets)
+        return rets
+    twin(work, ram_bytes=ram, fail_orders=fail, **MIX, max_ptes_none=409)
+    assert ran_out == [True, True]
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=st.lists(_op, min_size=1, max_size=14), ram=st.sampled_from([24 * M, 30 * M, 40 * M]),
+       fail=st.sampled_from([(), (9,), (4,)]), mpn=st.sampled_from([511, 409, 0]))
+def test_random_workloads_small_ram(ops: list[tuple[str, int, int, int]], ram: int,
+                                    fail: tuple[int, ...], mpn: int) -> None:
+    """The churn's operations with memory running out: same state and results on both paths."""
+    twin(lambda s, p: _run_ops(s, p, ops), ram_bytes=ram, fail_orders=fail, **MIX,
+         max_ptes_none=mpn)

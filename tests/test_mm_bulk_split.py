@@ -116,6 +116,27 @@ def test_free_pages_of_block_is_free_block_page_by_page(seed: int) -> None:
     assert bulk.alloc(9) >= 0 and ref.alloc(9) >= 0
 
 
+def test_alloc_many_takes_all_or_nothing() -> None:
+    """``alloc_many`` raises before taking a page when fewer pages are free than asked;
+    ``alloc_upto`` takes blocks one by one as single allocations would, up to the first that
+    fails."""
+    b = BuddyAllocator(2 << 10)  # two order-10 blocks
+    b.alloc(9)
+    b.alloc(0)  # left free: one block of each order 0..8, and a whole order-10 block
+    before = _buddy_state(b)
+    assert b.nr_free == 2048 - 513
+    with pytest.raises(OutOfMemory):
+        b.alloc_many(b.nr_free + 1)
+    assert _buddy_state(b) == before
+    ref = copy.deepcopy(b)
+    got = b.alloc_upto(9, 5)  # the order-10 block gives two, the third fails
+    assert got == [ref.alloc(9), ref.alloc(9)]
+    with pytest.raises(OutOfMemory):
+        ref.alloc(9)
+    assert _buddy_state(b) == _buddy_state(ref)
+    assert len(set(b.alloc_many(511))) == 511 and b.nr_free == 0
+
+
 def test_free_many_is_free_block_in_turn() -> None:
     ref, bulk = BuddyAllocator(1 << 16), BuddyAllocator(1 << 16)
     pfns = [ref.alloc(9) for _ in range(12)]

@@ -222,7 +222,9 @@ def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int
     possible (no mTHP order allowed): each maps a new exclusive order-0 folio, exactly as
     ``do_anonymous_page`` one at a time would, done as one vectorised step. ``addr`` is the
     first page's address. Returns the number of pages mapped (0 when the model must take the
-    one-by-one path)."""
+    one-by-one path). Only as many pages as the allocator has are mapped: the fault after
+    them fails one by one, as it would."""
+    n = min(n, s.buddy.nr_free)
     if n <= 1 or s.alloc_fails(0) or s.tracing:
         return 0
     F = s.folios
@@ -343,7 +345,11 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
         return 0
     anon_vma_prepare(vma)
     F = s.folios
-    f = _new_anon_folios(s, vma, [s.buddy.alloc(o) for _ in range(nblk)], o,
+    pfns = s.buddy.alloc_upto(o, nblk)  # the fault after the last block it gets fails
+    if not pfns:
+        return 0
+    nblk = len(pfns)
+    f = _new_anon_folios(s, vma, pfns, o,
                          vma.linear_page_index(a0) + nr * np.arange(nblk, dtype=np.int64))
     F.ref[f] = nr
     F.umc[f] = 1
@@ -398,6 +404,13 @@ def do_wp_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, end: int) -> 
         return 0
     fl = fl[:run]
     reuse = ((fl & PG_ANON_EXCLUSIVE) != 0) | (F.ref[f] == 1)
+    copies = np.flatnonzero(~reuse)
+    if len(copies) > s.buddy.nr_free:
+        # the run ends at the first copy the allocator can't back (it fails one by one)
+        run = int(copies[s.buddy.nr_free])
+        if run < 2:
+            return 0
+        f, fl, reuse = f[:run], fl[:run], reuse[:run]
     anon_vma_prepare(vma)
     r = f[reuse]
     F.anon_vma[r[(fl[reuse] & PG_ANON_EXCLUSIVE) == 0]] = vma.anon_vma.id  # folio_move_anon_rmap
@@ -427,7 +440,7 @@ def _wp_zero_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int) -> int:
     F = s.folios
     i = (addr >> 12) & 511
     ok = (pt.fid[i:i + n] == ZERO_FID) & ((pt.bits[i:i + n] & P_SWAP) == 0)
-    run = n if ok.all() else int(ok.argmin())
+    run = min(n if ok.all() else int(ok.argmin()), s.buddy.nr_free)
     if run < 2:
         return 0
     anon_vma_prepare(vma)
@@ -475,9 +488,11 @@ def _wp_large_run(s: System, vma: VMA, pt: PteTable, addr: int, n: int, f: int) 
                 F.flags[f] |= PG_ANON_EXCLUSIVE
         pt.bits[i:i + run] |= P_WRITE | P_DIRTY
         return run
+    run = min(run, s.buddy.nr_free)  # the copies the allocator can back
     if not F.maybe_mapped_shared(f) or vma.flags & VM_LOCKED or run < 2 \
             or s.alloc_fails(0):
         return 0
+    ks = ks[:run]
     pa = F.pages.get(f)
     if (pa.pae[ks].any() if pa is not None else F.flags[f] & PG_ANON_EXCLUSIVE):
         return 0
@@ -704,11 +719,11 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
         return 0
     anon_vma_prepare(vma)
     F = s.folios
-    try:
-        pfns = [s.buddy.alloc(9) for _ in slots]
-    except OutOfMemory:
+    pfns = s.buddy.alloc_upto(9, len(slots))  # the fault after the last THP it gets
+    if not pfns:                                 # falls back to small pages
         return 0
-    n = len(slots)
+    n = len(pfns)
+    slots = slots[:n]
     queue = s.settings.shrink_underused
     f = _new_anon_folios(s, vma, pfns, 9,
                          vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64),

@@ -52,13 +52,28 @@ class BuddyAllocator:
 
     def alloc_many(self, n: int) -> list[int]:
         """``n`` order-0 pages at once (``alloc_pages_bulk``): whole blocks are taken and
-        broken up, so the PFNs are mostly contiguous."""
+        broken up, so the PFNs are mostly contiguous. All or nothing: raises
+        :class:`OutOfMemory`, taking no page, when fewer than ``n`` pages are free (any free
+        block yields order-0 pages, so ``nr_free >= n`` is enough)."""
+        if n > self.nr_free:
+            raise OutOfMemory(0)
         out: list[int] = []
         while len(out) < n:
             need = n - len(out)
             order = min(need.bit_length() - 1, MAX_PAGE_ORDER)
             pfn = self.alloc(order)
             out.extend(range(pfn, pfn + (1 << order)))
+        return out
+
+    def alloc_upto(self, order: int, n: int) -> list[int]:
+        """Up to ``n`` blocks of ``order``, taken one after the other as ``n`` single
+        allocations would be, stopping at the first that fails (which changes nothing)."""
+        out: list[int] = []
+        try:
+            while len(out) < n:
+                out.append(self.alloc(order))
+        except OutOfMemory:
+            pass
         return out
 
     def free_block(self, pfn: int, order: int) -> None:
