@@ -23,7 +23,7 @@ from mmhelpers import MB, PAGE, PMD, make_system
 
 from foliosim.bench.churn import ChurnConfig, run_churn
 from foliosim.mm import huge_memory, mlock, rmap, vmscan
-from foliosim.mm.folio import PG_LRU, PG_MLOCKED, PG_MM_SHARED, PG_UNEVICTABLE
+from foliosim.mm.folio import PG_FREE, PG_LRU, PG_MLOCKED, PG_MM_SHARED, PG_UNEVICTABLE
 from foliosim.mm.invariants import check_invariants
 from foliosim.mm.page_alloc import BuddyAllocator, OutOfMemory
 from foliosim.mm.pgtable import PmdLeaf
@@ -33,14 +33,16 @@ from foliosim.policies import make_policy
 
 # -- whole-state snapshots ------------------------------------------------------------------------
 def snapshot(s: System) -> dict[str, Any]:
-    """Everything the model holds, as plain values (zero-valued counters left out)."""
+    """Everything the model holds, as plain values (zero-valued counters left out): the
+    columns of every live folio by id (a bulk path may skip making folios that would be
+    freed at once, so which ids are free is left out)."""
     F = s.folios
-    n = F.next_id
-    out: dict[str, Any] = {name: getattr(F, name)[:n].tolist()
+    live = np.flatnonzero((F.flags[:F.next_id] & PG_FREE) == 0)
+    out: dict[str, Any] = {name: getattr(F, name)[live].tolist()
                            for name in (*F._COLS, *F._LARGE) if name not in ("pfn", "lid")}
+    out["ids"] = live.tolist()
     out["pages"] = {f: (pa.mapcount.tolist(), pa.pae.tolist(), pa.val.tolist())
                     for f, pa in sorted(F.pages.items())}
-    out["free_ids"] = F.free_ids.tolist()
     out["swap"] = sorted(F.swap.d.items())
     out["val_hi"] = sorted(F.val.hi.items())
     out["live"] = F.live
@@ -247,11 +249,21 @@ def test_underused_split_remaps_zero_pages_like_per_page(monkeypatch) -> None:
         p.write(a + PMD + 100 * PAGE, PAGE, 4)
         p.mprotect(a + PMD + PAGE, PAGE, "r")         # PTE-mapped, mostly zero
         p.mprotect(a + PMD + PAGE, PAGE, "rw")
+        p.mprotect(a + 3 * PMD, PAGE, "r")            # PTE-mapped, all zero
+        p.mprotect(a + 3 * PMD, PAGE, "rw")
         return s
 
+    zero_splits = []
+    whole = huge_memory._split_to_zero_pages
+    monkeypatch.setattr(huge_memory, "_split_to_zero_pages",
+                        lambda *a: (zero_splits.append(a[1]), whole(*a)))
     ref, got = both_ways(monkeypatch, build, lambda s: s.shrink())
     assert ref["events"].get("thp_underused_split_page")
     assert_same(ref, got)
+    # the two all-zero THPs took the path that makes no order-0 folios, one PMD-mapped (a
+    # frozen PMD: no slots listed) and one PTE-mapped by now
+    assert len(zero_splits) == 2
+    assert sorted(b[0][2] is None for b in zero_splits) == [False, True]
 
 
 def test_partially_mapped_split_after_fork_like_per_page(monkeypatch) -> None:

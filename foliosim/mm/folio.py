@@ -320,6 +320,21 @@ class Folios:
         self.live += n
         return ids
 
+    def cycle_ids(self, n: int) -> np.ndarray:
+        """Take the ids :meth:`new_many` of ``n`` folios would take and free them again in
+        order, making no folio: for folios that would be freed as soon as made, so that
+        later folios get the same ids as if they had been. Returns the ids."""
+        ids = self.free_ids.pop_many(n)
+        rest = n - len(ids)
+        if rest:
+            while self.next_id + rest > self.cap:
+                self._grow()
+            ids = np.concatenate((ids, np.arange(self.next_id, self.next_id + rest)))
+            self.next_id += rest
+        self.flags[ids] = PG_FREE
+        self.free_ids.extend(ids)
+        return ids
+
     def _fill(self, rows: Any, pfns: Any, order: int) -> None:
         """What new folios start with besides zeroed columns: their PFNs and order,
         refcount 1, no anon_vma, no swap slot and no high value bits."""

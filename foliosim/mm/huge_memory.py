@@ -295,6 +295,12 @@ def split_folio(s: System, f: int, reason: str) -> int:
     s.vmstat.count_mthp(order, "nr_anon", -1)
     s.trace_split(f)
     F.release(f)
+    zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
+    if bulk and zero_ok and swap < 0 and not (vals[0] if uniform else vals.any()) \
+            and not any(b[0].flags & VM_LOCKED for b in batches):
+        _split_to_zero_pages(s, batches, pfn, order)
+        s.last_split = F.cycle_ids(nr)
+        return 0
     ids = F.new_many(np.arange(pfn, pfn + nr, dtype=np.int64), 0)
     F.flags[ids] = flags
     F.val[ids] = vals
@@ -307,7 +313,6 @@ def split_folio(s: System, f: int, reason: str) -> int:
         s.trace(f"split {name} into {nr} order-0 folios: {reason} (__folio_split)")
     # remap_page with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage: a zero-filled
     # page goes to the shared zero page unless mlocked or in a VM_LOCKED VMA)
-    zero_ok = s.policy.split_remaps_zero_pages(s) and not flags & PG_MLOCKED
     if bulk:
         _remap_folio_bulk(s, batches, ids, vals, zero_ok, uniform)
     else:
@@ -550,6 +555,26 @@ def _munlock_folio_times(s: System, f: int, n: int) -> None:
     if F.flags[f] & PG_LRU and F.flags[f] & PG_UNEVICTABLE and m >= 1:
         F.mlock_count[f] = max(m - n + 1, 1)
     mlock.munlock_folio(s, f)
+
+
+def _split_to_zero_pages(s: System, batches: list[_Batch], pfn: int, order: int) -> None:
+    """The end of a split whose every page holds zero and whose every mapping may take the
+    shared zero page (no VM_LOCKED VMA, no swap cache): ``remap_page`` puts the zero page in
+    every entry :func:`_unmap_folio_bulk` cleared, and no new order-0 folio keeps a mapping or
+    a reference, so all are freed at once and the whole block goes back to the allocator.
+    The same state as :func:`_remap_folio_bulk` then :func:`_free_unused_bulk`, without
+    making the order-0 folios that would be freed at once (the caller hands their ids
+    through the free list, :meth:`Folios.cycle_ids`)."""
+    for vma, pt, ii, _ks, _bits, _excl in batches:
+        if ii is None:  # a fresh table from a frozen PMD: every slot
+            pt.fid[:] = ZERO_FID
+            vma.mm.anon_pages -= 512
+            continue
+        pt.fid[ii] = ZERO_FID
+        pt.clear_idx(ii)
+        pt.bits[ii] = 0
+        vma.mm.anon_pages -= len(ii)
+    s.buddy.free_block(pfn, order)
 
 
 def _free_unused_bulk(s: System, ids: np.ndarray, flags: int, pfn: int, order: int) -> None:
