@@ -243,6 +243,30 @@ def test_index_and_swap_columns_read_back_what_was_written() -> None:
     assert F.val.hi == {}
 
 
+@pytest.mark.parametrize("can_reserve", [True, False])
+def test_columns_move_once_into_reserved_address_space(monkeypatch, can_reserve: bool) -> None:
+    """Past RESERVE_FROM rows the folio columns move, once, into uncommitted address space
+    for ``limit`` rows, keeping every row; where that can't be had they keep growing by half
+    (plain arrays); ids past ``limit`` still get room."""
+    from foliosim.mm import folio
+    from foliosim.mm.folio import Folios
+
+    monkeypatch.setattr(folio, "RESERVE_FROM", 4096)
+    if not can_reserve:
+        monkeypatch.setattr(folio, "reserved", lambda n, dtype: None)
+    F = Folios(limit=50_000)
+    a = F.new_many(np.arange(3000) + 7, 0)
+    F.index[a] = np.arange(3000) + (1 << 33)
+    b = F.new_many(np.arange(3000) + 9000, 2)  # past 4096 rows
+    assert F.cap == (50_000 if can_reserve else 1024 * 9 // 2 * 3 // 2)
+    assert isinstance(F.flags.base, memoryview) == can_reserve
+    assert F.pfn[a].tolist() == list(range(7, 3007)) and F.order[b].tolist() == [2] * 3000
+    assert F.index[a].tolist() == [(1 << 33) + k for k in range(3000)]
+    c = F.new_many(np.arange(60_000), 0)  # past the limit: by half again
+    assert F.cap >= 66_000 and F.ref[c].tolist() == [1] * 60_000
+    assert F.pfn[a[-1]] == 3006 and F.order[b[0]] == 2
+
+
 def test_pincount() -> None:
     s = System(ThpSettings(enabled="always"))
     p = s.process("main")

@@ -109,7 +109,8 @@ _ARRAY = 112  # bytes of a small numpy array object besides its data
 
 
 def memory_breakdown(system: System) -> dict[str, int]:
-    """Approximate bytes of the model's big structures: the folio columns (allocated capacity),
+    """Approximate bytes of the model's big structures: the folio columns (the rows in use:
+    capacity past them is reserved address space or zero pages never touched),
     per-page arrays of large folios, PTE tables and PMD leaves of every process, buddy free
     lists, and the counts behind them."""
     F = system.folios
@@ -128,9 +129,10 @@ def memory_breakdown(system: System) -> dict[str, int]:
                 leaves += 1
     table_bytes = tables * (512 * (4 + 1) + 2 * _ARRAY + 56) + own_idx * (512 * 2 + _ARRAY)
     free_blocks = sum(len(x) for x in system.buddy.free)
-    return {"folios_live": F.live, "folio_capacity": F.cap,
-            "folio_bytes": F.cap * per_folio + F.lcap * per_large, "bytes_per_folio": per_folio,
-            "large_folio_rows": F.lcap, "bytes_per_large_folio_row": per_large,
+    return {"folios_live": F.live, "folio_rows": F.next_id, "folio_capacity": F.cap,
+            "folio_bytes": F.next_id * per_folio + F.next_lid * per_large,
+            "bytes_per_folio": per_folio, "large_folio_rows": F.next_lid,
+            "bytes_per_large_folio_row": per_large,
             "page_arrays": len(F.pages), "page_array_bytes": pages,
             "pte_tables": tables, "pte_table_bytes": table_bytes, "pmd_leaves": leaves,
             "pmd_leaf_bytes": leaves * (56 + 100), "buddy_free_blocks": free_blocks,
@@ -169,13 +171,13 @@ def profile_report(cfg: ChurnConfig, top: int = 12) -> tuple[str, list[HotSpot]]
              + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
              + f" on {m['date']} (the figures above may be of another commit).", "",
              hot_spots_markdown(spots, total, cfg), "",
-             f"Model memory during the churn at {human(cfg.size)} (approximate; capacity of the "
-             "folio columns, not what is touched):", "",
-             "| moment | folios live / capacity | folio columns | PTE tables | PMD leaves | "
+             f"Model memory during the churn at {human(cfg.size)} (approximate; the folio "
+             "columns' rows in use):", "",
+             "| moment | folios live / rows | folio columns | PTE tables | PMD leaves | "
              "per-page arrays | buddy free blocks | VMAs |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in memory:
-        lines.append(f"| {r['moment']} | {r['folios_live']:,} / {r['folio_capacity']:,} "
+        lines.append(f"| {r['moment']} | {r['folios_live']:,} / {r['folio_rows']:,} "
                      f"({r['bytes_per_folio']} B each) | {human(r['folio_bytes'])} | "
                      f"{r['pte_tables']:,} = {human(r['pte_table_bytes'])} | "
                      f"{r['pmd_leaves']:,} = {human(r['pmd_leaf_bytes'])} | "

@@ -8,9 +8,39 @@ none. Counts are natural numbers here (the kernel stores mapcounts offset by -1)
 
 from __future__ import annotations
 
+import mmap
+import platform
+import sys
 from typing import Any
 
 import numpy as np
+
+# Columns up to this many rows are plain arrays grown by copying; past it, they move once
+# into address space reserved for every folio the memory could hold (:func:`reserved`).
+RESERVE_FROM = 1 << 20
+
+
+# MAP_NORESERVE (Python's mmap module lacks it before 3.13): the asm-generic value, which
+# x86, arm64, riscv and s390 use
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if platform.machine() in (
+    "x86_64", "aarch64", "arm64", "riscv64", "s390x") and sys.platform == "linux" else 0)
+
+
+def reserved(n: int, dtype: Any) -> np.ndarray | None:
+    """A zeroed array of ``n`` entries in anonymous memory mapped without commitment
+    (``MAP_NORESERVE``): the kernel gives a page only when it is first written, so a column
+    can be sized for the most folios there could ever be and never grow (no copy, no old and
+    new copies held at once); the rows never used cost nothing. None where that can't be
+    had (no MAP_NORESERVE, or the mapping refused)."""
+    if not MAP_NORESERVE:
+        return None
+    nbytes = max(n * np.dtype(dtype).itemsize, mmap.PAGESIZE)
+    try:
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+    except OSError:
+        return None
+    return np.frombuffer(m, dtype, n)
+
 
 # folio->flags bits (the ones the model needs)
 PG_ANON = 1 << 0
@@ -262,8 +292,11 @@ class Folios:
         "mm1": np.int32, "mmc0": np.int16, "mmc1": np.int16, "umc": np.int32,
     }
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, limit: int = 0) -> None:
+        """``limit``: the most folio ids ever needed at once (one per page of memory: every
+        live folio holds a page, freed ids are reused); 0 if unknown."""
         self.cap = capacity
+        self.limit = limit
         for name, dt in self._COLS.items():
             setattr(self, name, np.zeros(capacity, dt))
         self.index = IndexColumn(self)
@@ -407,11 +440,21 @@ class Folios:
         self.live -= len(ids)
 
     def _grow(self) -> None:
-        # grow by half: the copy of each column briefly holds old and new at once
+        """Room for more rows: by half while small (the copy of each column briefly holds
+        old and new at once); past :data:`RESERVE_FROM` rows, once, to ``limit`` rows of
+        reserved address space (and by half beyond, should ``limit`` be passed)."""
         new = max(self.cap + 1024, self.cap * 3 // 2)
+        cols = None
+        if new > RESERVE_FROM:
+            room = max(new, self.limit)
+            cols = {name: reserved(room, dt) for name, dt in self._COLS.items()}
+            if any(a is None for a in cols.values()):
+                cols = None
+            else:
+                new = room
         for name, dt in self._COLS.items():
             old = getattr(self, name)
-            arr = np.zeros(new, dt)
+            arr = cols[name] if cols else np.zeros(new, dt)
             arr[: self.cap] = old
             setattr(self, name, arr)
         self.cap = new

@@ -73,7 +73,7 @@ class System:
     def __init__(self, settings: ThpSettings | None = None, ram_bytes: int = 1 << 40,
                  policy: object | None = None, trace: bool = False) -> None:
         self.settings = settings or ThpSettings()
-        self.folios = Folios()
+        self.folios = Folios(limit=(ram_bytes >> 12) + 1024)
         self.buddy = BuddyAllocator(ram_bytes >> 12)
         self.vmstat = VmStat()
         self.policy = policy if policy is not None else DEFAULT_POLICY()
