@@ -139,6 +139,36 @@ def test_alloc_many_takes_all_or_nothing() -> None:
     assert len(set(b.alloc_many(511))) == 511 and b.nr_free == 0
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_alloc_upto_is_alloc_in_turn(seed: int) -> None:
+    """``alloc_upto`` (which breaks up fresh blocks at once) takes the same blocks as single
+    allocations one after the other and leaves the same free lists, from random states and
+    until memory runs out."""
+    rng = random.Random(seed)
+    ref, got = BuddyAllocator(1 << 14), BuddyAllocator(1 << 14)
+    for _ in range(12):
+        held = []
+        for _ in range(rng.randrange(4)):
+            o = rng.choice([0, 3, 9])
+            if ref.nr_free < 1 << 10:
+                break
+            pfn = ref.alloc(o)
+            assert got.alloc(o) == pfn
+            held.append((pfn, o))
+        for pfn, o in held[: rng.randrange(len(held) + 1)]:
+            ref.free_block(pfn, o)
+            got.free_block(pfn, o)
+        order, n = rng.choice([0, 2, 4, 9]), rng.choice([1, 3, 31, 64, 200])
+        want = []
+        for _ in range(n):
+            try:
+                want.append(ref.alloc(order))
+            except OutOfMemory:
+                break
+        assert sorted(got.alloc_upto(order, n)) == sorted(want)
+        assert _buddy_state(got) == _buddy_state(ref)
+
+
 def test_free_many_is_free_block_in_turn() -> None:
     ref, bulk = BuddyAllocator(1 << 16), BuddyAllocator(1 << 16)
     pfns = [ref.alloc(9) for _ in range(12)]

@@ -268,6 +268,14 @@ def bulk_fault(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
         mm.pmd[slot] = ent
     i = (addr >> 12) & 511
     n = (end - addr) >> 12
+    if orders:
+        # the block of the highest order holding addr qualifies: an mTHP goes there
+        size = 4096 << orders[0]
+        a0 = addr & ~(size - 1)
+        i0 = (a0 >> 12) & 511
+        if a0 >= vma.start and a0 + size <= vma.end \
+                and (ent.fid[i0:i0 + (1 << orders[0])] == NONE).all():
+            return 0
     none = ent.fid[i:i + n] == NONE
     if orders:
         # alloc_anon_folio falls back to order 0 for a page no suitable block of an allowed
@@ -359,7 +367,7 @@ def do_anonymous_mthp_bulk(s: System, vma: VMA, addr: int, end: int,
     F.mmc0[f] = nr
     j = slice(i0, i0 + nblk * nr)
     ent.fid[j] = np.repeat(f, nr)
-    ent.set_idx(j, np.tile(_arange(nr), nblk))
+    ent.set_idx(j, _tiled(o)[:nblk * nr])
     ent.bits[j] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     mm.anon_pages += nr * nblk
     s.vmstat.count_mthp(o, "anon_fault_alloc", nblk)
@@ -812,6 +820,19 @@ def folio_pte_batch(s: System, pt: PteTable, i: int, f: int, limit: int) -> int:
 
 
 _AR = None
+
+
+_TILED: dict[int, np.ndarray] = {}
+
+
+def _tiled(order: int) -> np.ndarray:
+    """The page indexes of a table filled with folios of ``order``: 0..nr-1 repeated
+    (read-only, shared)."""
+    a = _TILED.get(order)
+    if a is None:
+        a = _TILED[order] = np.tile(np.arange(1 << order, dtype=np.int16), 512 >> order)
+        a.flags.writeable = False
+    return a
 
 
 def _arange(n: int) -> np.ndarray:

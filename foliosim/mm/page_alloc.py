@@ -66,14 +66,27 @@ class BuddyAllocator:
         return out
 
     def alloc_upto(self, order: int, n: int) -> list[int]:
-        """Up to ``n`` blocks of ``order``, taken one after the other as ``n`` single
-        allocations would be, stopping at the first that fails (which changes nothing)."""
+        """Up to ``n`` blocks of ``order``, taken one after the other exactly as ``n`` calls
+        of :meth:`alloc` would take them, stopping at the first that fails (which changes
+        nothing)."""
         out: list[int] = []
-        try:
-            while len(out) < n:
-                out.append(self.alloc(order))
-        except OutOfMemory:
-            pass
+        free, top = self.free, MAX_PAGE_ORDER
+        for _ in range(n):
+            o = order
+            while o <= top and not free[o]:
+                o += 1
+            if o <= top:
+                pfn = free[o].pop()
+            elif self.frontier < self.end:
+                pfn, o = self.frontier, top
+                self.frontier += 1 << top
+            else:
+                break
+            while o > order:  # split, keep the lower half (expand())
+                o -= 1
+                free[o].add(pfn + (1 << o))
+            out.append(pfn)
+        self.nr_free -= len(out) << order
         return out
 
     def free_block(self, pfn: int, order: int) -> None:
