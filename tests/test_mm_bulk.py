@@ -159,6 +159,20 @@ def test_madvise_after_fork(advice: str, swap: str) -> None:
     twin(work, **MIX, swap=swap)
 
 
+@pytest.mark.parametrize("swap", ["file", "none"])
+@pytest.mark.parametrize("advice", ["cold", "pageout"])
+def test_cold_and_pageout_of_parts_of_mthps(advice: str, swap: str) -> None:
+    """Ranges that cut 64K mTHPs (and a PTE-mapped THP): each cut folio is split and its
+    pieces inside the range are deactivated or reclaimed at once, as one by one."""
+    def work(s: System, p: Process) -> list[int]:
+        thp, mthp, _ = _populate(p)
+        p.mprotect(thp + 2 * M, 4 * K, "r")  # the second THP is PTE-mapped from here on
+        got = [p.madvise(mthp + 12 * K + k * 200 * K, 100 * K, advice) for k in range(8)]
+        got.append(p.madvise(thp + 2 * M + 36 * K, 1 * M, advice))
+        return got
+    twin(work, **MIX, swap=swap)
+
+
 def test_mlock_munlock_and_cow() -> None:
     def work(s: System, p: Process) -> None:
         regions = _populate(p)

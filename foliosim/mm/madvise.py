@@ -144,7 +144,11 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
                             continue
                         if huge_memory.split_folio(s, f, "MADV_COLD/PAGEOUT of part of a "
                                                    "large folio") == 0:
-                            continue  # re-process the now small pages
+                            # re-process the now small pages (those of the batch at once)
+                            left = _cold_small_bulk(s, ent, i, i + n, pageout, found)
+                            todo = np.concatenate((left, todo[np.searchsorted(todo, i + n):]))
+                            i = _next(todo, i, iend)
+                            continue
                         i = _next(todo, i + n, iend)
                         continue
                 if not F.maybe_mapped_shared(f):
