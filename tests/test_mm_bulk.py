@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 
 from foliosim.mm import gup
-from foliosim.mm.folio import HUGE_ZERO_FID, PG_FREE, ZERO_FID
+from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, PG_FREE, PG_SWAPBACKED, ZERO_FID
 from foliosim.mm.invariants import check_invariants
-from foliosim.mm.pgtable import P_SWAP, PmdLeaf
+from foliosim.mm.pgtable import P_DIRTY, P_SWAP, PmdLeaf
 from foliosim.mm.system import Process, System, ThpSettings
 
 K, M = 1 << 10, 1 << 20
@@ -160,15 +160,26 @@ def test_madvise_after_fork(advice: str, swap: str) -> None:
 
 
 @pytest.mark.parametrize("swap", ["file", "none"])
-@pytest.mark.parametrize("advice", ["cold", "pageout"])
-def test_cold_and_pageout_of_parts_of_mthps(advice: str, swap: str) -> None:
+@pytest.mark.parametrize("advice", ["cold", "pageout", "free"])
+def test_madvise_of_parts_of_mthps(advice: str, swap: str) -> None:
     """Ranges that cut 64K mTHPs (and a PTE-mapped THP): each cut folio is split and its
-    pieces inside the range are deactivated or reclaimed at once, as one by one."""
+    pieces inside the range are deactivated, reclaimed or made lazyfree at once, as one by
+    one."""
     def work(s: System, p: Process) -> list[int]:
         thp, mthp, _ = _populate(p)
         p.mprotect(thp + 2 * M, 4 * K, "r")  # the second THP is PTE-mapped from here on
         got = [p.madvise(mthp + 12 * K + k * 200 * K, 100 * K, advice) for k in range(8)]
         got.append(p.madvise(thp + 2 * M + 36 * K, 1 * M, advice))
+        if advice == "free":
+            # madvise_free_pte_range walks the pieces of a folio it split again: every
+            # page in the ranges ends clean (PTE and folio) and lazyfree (not swap-backed)
+            F = s.folios
+            ranges = [(mthp + 12 * K + k * 200 * K, 100 * K) for k in range(8)]
+            for a, n in [*ranges, (thp + 2 * M + 36 * K, 1 * M)]:
+                for page in range(a, a + n, 4 * K):
+                    ent = p.mm.pmd[page >> 21]
+                    f, b = int(ent.fid[(page >> 12) & 511]), int(ent.bits[(page >> 12) & 511])
+                    assert not b & P_DIRTY and not F.flags[f] & (PG_SWAPBACKED | PG_DIRTY)
         return got
     twin(work, **MIX, swap=swap)
 

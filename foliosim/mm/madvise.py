@@ -255,6 +255,10 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
                             continue
                         if huge_memory.split_folio(s, f, "MADV_FREE of part of a large "
                                                    "folio") == 0:
+                            # re-process the now small pages (those of the batch at once)
+                            left = _free_small_bulk(s, ent, i, i + n)
+                            todo = np.concatenate((left, todo[np.searchsorted(todo, i + n):]))
+                            i = _next(todo, i, iend)
                             continue
                         i = _next(todo, i + n, iend)
                         continue
