@@ -170,16 +170,19 @@ def test_madvise_of_parts_of_mthps(advice: str, swap: str) -> None:
         p.mprotect(thp + 2 * M, 4 * K, "r")  # the second THP is PTE-mapped from here on
         got = [p.madvise(mthp + 12 * K + k * 200 * K, 100 * K, advice) for k in range(8)]
         got.append(p.madvise(thp + 2 * M + 36 * K, 1 * M, advice))
-        if advice == "free":
-            # madvise_free_pte_range walks the pieces of a folio it split again: every
-            # page in the ranges ends clean (PTE and folio) and lazyfree (not swap-backed)
-            F = s.folios
-            ranges = [(mthp + 12 * K + k * 200 * K, 100 * K) for k in range(8)]
-            for a, n in [*ranges, (thp + 2 * M + 36 * K, 1 * M)]:
-                for page in range(a, a + n, 4 * K):
-                    ent = p.mm.pmd[page >> 21]
-                    f, b = int(ent.fid[(page >> 12) & 511]), int(ent.bits[(page >> 12) & 511])
+        # the kernel walks the pieces of a folio it split again: with MADV_FREE every page
+        # of the ranges ends clean (PTE and folio) and lazyfree (not swap-backed); with
+        # MADV_PAGEOUT and a swap device, swapped out
+        F = s.folios
+        ranges = [(mthp + 12 * K + k * 200 * K, 100 * K) for k in range(8)]
+        for a, n in [*ranges, (thp + 2 * M + 36 * K, 1 * M)]:
+            for page in range(a, a + n, 4 * K):
+                ent = p.mm.pmd[page >> 21]
+                f, b = int(ent.fid[(page >> 12) & 511]), int(ent.bits[(page >> 12) & 511])
+                if advice == "free":
                     assert not b & P_DIRTY and not F.flags[f] & (PG_SWAPBACKED | PG_DIRTY)
+                elif advice == "pageout" and swap == "file":
+                    assert b & P_SWAP
         return got
     twin(work, **MIX, swap=swap)
 
