@@ -30,6 +30,7 @@ from foliosim.mm.pgtable import (
     P_SWAP,
     P_WRITE,
     PMD_SIZE,
+    PTRS_PER_PTE,
     PmdLeaf,
     PteTable,
 )
@@ -1043,6 +1044,11 @@ def _uniform_or_small(s: System, f: np.ndarray, small: np.ndarray) -> np.ndarray
     return out
 
 
+def _pick(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``a[mask]``, without the copy when the mask takes everything."""
+    return a if mask.all() else a[mask]
+
+
 def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Every slot of the runs ``(starts, lens)``."""
     total = int(lens.sum())
@@ -1099,23 +1105,44 @@ class _Gather:
     def __init__(self, s: System, segs: list[Seg]) -> None:
         F = s.folios
         self.segs = segs
-        self.lens = np.fromiter((g[3] - g[2] for g in segs), np.int64, len(segs))
-        self.offs = np.cumsum(self.lens) - self.lens
-        self.fid = np.concatenate([g[1].fid[g[2]:g[3]] for g in segs])
-        self.idx = np.concatenate([g[1].idx[g[2]:g[3]] for g in segs])
-        self.bits = np.concatenate([g[1].bits[g[2]:g[3]] for g in segs])
+        # whole tables (the common case at fork and exit) need no slicing
+        self.whole = all(g[2] == 0 and g[3] == PTRS_PER_PTE for g in segs)
+        if self.whole:
+            self.lens = np.full(len(segs), PTRS_PER_PTE, np.int64)
+            self.offs = np.arange(0, PTRS_PER_PTE * len(segs), PTRS_PER_PTE, dtype=np.int64)
+            self.fid = np.concatenate([g[1].fid for g in segs])
+            self.bits = np.concatenate([g[1].bits for g in segs])
+        else:
+            self.lens = np.fromiter((g[3] - g[2] for g in segs), np.int64, len(segs))
+            self.offs = np.cumsum(self.lens) - self.lens
+            self.fid = np.concatenate([g[1].fid[g[2]:g[3]] for g in segs])
+            self.bits = np.concatenate([g[1].bits[g[2]:g[3]] for g in segs])
+        n = len(self.fid)
+        # tables that never mapped a large folio's page share the all-zero NO_IDX
+        self.no_idx = all(g[1].idx is NO_IDX for g in segs)
+        self.idx = np.zeros(n, np.int16) if self.no_idx else \
+            np.concatenate([g[1].idx[g[2]:g[3]] for g in segs])
         fid, idx = self.fid, self.idx
-        n = len(fid)
         self.swap = (self.bits & P_SWAP) != 0
         self.present = present = (fid >= 0) & ~self.swap
         self.zero = (fid == ZERO_FID) & ~self.swap
         # order-0 folios are runs of one page; only large folios' pages need the run search
-        order = F.order[np.where(present, fid, 0)]
-        small = present & (order == 0)
-        p0 = np.flatnonzero(small)
-        pb = np.flatnonzero(present & ~small)
+        # (folio ids as intp once: numpy gathers with them fastest)
+        fid64 = fid.astype(np.intp)
+        allp = bool(present.all())
+        if not allp:
+            fid64[~present] = 0
+        small = F.order[fid64] == 0
+        if not allp:
+            small &= present
+        if allp and small.all():  # every entry an order-0 folio: no search at all
+            p0, pb = np.arange(n), np.zeros(0, np.intp)
+        else:
+            p0 = np.flatnonzero(small)
+            pb = np.flatnonzero(present & ~small)
+        self.small_only = not len(pb)
         if len(pb):
-            fb, ib = fid[pb], idx[pb]
+            fb, ib = fid64[pb], idx[pb]
             segstart = np.zeros(n, bool)
             segstart[self.offs] = True
             cont = np.zeros(len(pb), bool)
@@ -1123,19 +1150,26 @@ class _Gather:
                 & ~segstart[pb[1:]]
             first = np.flatnonzero(~cont)
             lens = np.diff(np.append(first, len(pb)))
-            ok = (ib[first] == 0) & (lens == np.left_shift(1, order[pb[first]].astype(np.int64)))
+            ok = (ib[first] == 0) & (lens == np.left_shift(1, F.order[fb[first]].astype(np.intp)))
             first, lens = first[ok], lens[ok]
             self.starts = np.concatenate((p0, pb[first]))
-            self.f = np.concatenate((fid[p0], fb[first])).astype(np.int64)
+            self.f = np.concatenate((fid64[p0], fb[first]))
             self.nr = np.concatenate((np.ones(len(p0), np.int32), lens.astype(np.int32)))
         else:
-            self.starts, self.f = p0, fid[p0].astype(np.int64)
+            self.starts, self.f = p0, fid64 if len(p0) == n else fid64[p0]
             self.nr = np.ones(len(p0), np.int32)
+
+    def per_segment(self, mask: np.ndarray) -> np.ndarray:
+        """Per segment: is any of its entries in ``mask``?"""
+        if not len(self.offs):
+            return np.zeros(0, bool)
+        if self.whole:
+            return mask.reshape(-1, PTRS_PER_PTE).any(axis=1)
+        return np.logical_or.reduceat(mask, self.offs)
 
     def leftover(self, handled: np.ndarray) -> np.ndarray:
         """Per segment: does it keep entries for the one-by-one path?"""
-        left = (self.present | self.swap | self.zero) & ~handled
-        return np.add.reduceat(left, self.offs) > 0 if len(self.offs) else np.zeros(0, bool)
+        return self.per_segment((self.present | self.swap | self.zero) & ~handled)
 
 
 def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
@@ -1170,17 +1204,17 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
     shared &= sel
     excl &= sel
     handled = G.zero.copy()
-    pos = run_positions(starts[sel], nr[sel])
+    pos = starts if G.small_only and sel.all() else run_positions(starts[sel], nr[sel])
     handled[pos] = True
     mm.anon_pages -= len(pos)
     # order 0, freed
-    g = f[excl0]
+    g = _pick(f, excl0)
     s.buddy.free_many(F.pfn[g], 0)
     F.large[g] = 0
     F.ref[g] = 0
     F.release_many(g)
     # order 0, mapped elsewhere
-    g = f[shared0]
+    g = _pick(f, shared0)
     F.large[g] -= 1
     F.ref[g] -= 1
     # large, mapped elsewhere
@@ -1203,8 +1237,8 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
             col[g] = 0
         F.release_many(g)
     # the page tables
-    fid = np.where(handled, NONE, G.fid).astype(np.int32)
-    bits = np.where(handled, 0, G.bits).astype(np.uint8)
+    fid = np.where(handled, np.int32(NONE), G.fid)
+    bits = np.where(handled, np.uint8(0), G.bits)
     for (_, pt, i, e, *_), o in zip(segs, G.offs.tolist(), strict=True):
         pt.fid[i:e] = fid[o:o + e - i]
         pt.bits[i:e] = bits[o:o + e - i]
@@ -1226,7 +1260,7 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
     small = nr == 1
     uni = _uniform_or_small(s, f, small)
     sel = uni
-    g0 = f[sel & small]
+    g0 = _pick(f, sel & small)
     F.flags[g0] &= ~PG_ANON_EXCLUSIVE
     F.ref[g0] += 1
     F.large[g0] += 1
@@ -1237,17 +1271,21 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
         F.ref[g] += nr[big]
         F.umc[g] += 1
         rmap.mm_add_many(s, g, dmm.id, nr[big])
-    pos = run_positions(starts[sel], nr[sel])
+    pos = starts if G.small_only and sel.all() else run_positions(starts[sel], nr[sel])
     dmm.anon_pages += len(pos)
     shared = np.zeros(len(G.fid), bool)
     shared[pos] = True
     handled = shared | G.zero
-    pbits = np.where(shared, G.bits & (0xFF ^ P_WRITE), G.bits).astype(np.uint8)
-    cfid = np.where(handled, G.fid, NONE).astype(np.int32)
-    cidx = np.where(handled, G.idx, 0).astype(np.int16)
-    cbits = np.where(shared, pbits, 0).astype(np.uint8)
+    pbits = np.where(shared, G.bits & np.uint8(0xFF ^ P_WRITE), G.bits)
+    cfid = np.where(handled, G.fid, np.int32(NONE))
+    cbits = np.where(shared, pbits, np.uint8(0))
     left = G.leftover(handled)
-    big_idx = (np.add.reduceat(cidx != 0, G.offs) > 0).tolist()  # a large folio's pages
+    if G.no_idx:
+        cidx = G.idx
+        big_idx = [False] * len(segs)
+    else:
+        cidx = np.where(handled, G.idx, 0).astype(np.int16)
+        big_idx = G.per_segment(cidx != 0).tolist()  # a large folio's pages
     masks: list[np.ndarray | None] = []
     for (slot, spt, i, e, *_), o, more, bi in zip(segs, G.offs.tolist(), left.tolist(),
                                                   big_idx, strict=True):
