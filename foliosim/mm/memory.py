@@ -1135,19 +1135,26 @@ class _Gather:
         small = F.order[fid64] == 0
         if not allp:
             small &= present
-        if allp and small.all():  # every entry an order-0 folio: no search at all
+        some_small = bool(small.any())
+        if allp and not some_small:  # every entry a large folio's page: no gathers
+            p0, pb = np.zeros(0, np.intp), np.arange(n)
+            fb, ib = fid64, idx
+        elif allp and small.all():  # every entry an order-0 folio: no search at all
             p0, pb = np.arange(n), np.zeros(0, np.intp)
         else:
             p0 = np.flatnonzero(small)
             pb = np.flatnonzero(present & ~small)
+            fb, ib = fid64[pb], idx[pb]
         self.small_only = not len(pb)
         if len(pb):
-            fb, ib = fid64[pb], idx[pb]
             segstart = np.zeros(n, bool)
             segstart[self.offs] = True
             cont = np.zeros(len(pb), bool)
-            cont[1:] = (pb[1:] == pb[:-1] + 1) & (fb[1:] == fb[:-1]) & (ib[1:] == ib[:-1] + 1) \
-                & ~segstart[pb[1:]]
+            cont[1:] = (fb[1:] == fb[:-1]) & (ib[1:] == ib[:-1] + 1)
+            if len(pb) < n:
+                cont[1:] &= (pb[1:] == pb[:-1] + 1) & ~segstart[pb[1:]]
+            else:
+                cont[1:] &= ~segstart[1:]
             first = np.flatnonzero(~cont)
             lens = np.diff(np.append(first, len(pb)))
             ok = (ib[first] == 0) & (lens == np.left_shift(1, F.order[fb[first]].astype(np.intp)))
@@ -1158,6 +1165,19 @@ class _Gather:
         else:
             self.starts, self.f = p0, fid64 if len(p0) == n else fid64[p0]
             self.nr = np.ones(len(p0), np.int32)
+
+    def run_mask(self, sel: np.ndarray) -> np.ndarray:
+        """Mask of the entries in the runs ``sel`` picks."""
+        n = len(self.fid)
+        out = np.zeros(n + 1, np.int8)
+        starts = _pick(self.starts, sel)
+        if self.small_only:
+            out[starts] = 1
+            return out[:n].view(np.bool_)
+        # runs never overlap: +1 where one starts, -1 where one ends, summed up
+        out[starts] = 1
+        out[starts + self.nr[sel]] -= 1
+        return np.cumsum(out[:n], dtype=np.int8).view(np.bool_)
 
     def per_segment(self, mask: np.ndarray) -> np.ndarray:
         """Per segment: is any of its entries in ``mask``?"""
@@ -1183,7 +1203,7 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
     whether entries are left for the one-by-one path."""
     F = s.folios
     G = _Gather(s, segs)
-    f, nr, starts = G.f, G.nr, G.starts
+    f, nr = G.f, G.nr
     ref, large, fl = F.ref[f], F.large[f], F.flags[f]
     small = nr == 1
     excl0 = small & (ref == 1) & (large == 1) \
@@ -1203,10 +1223,9 @@ def zap_ptes_bulk(s: System, mm: MM, segs: list) -> np.ndarray:
     shared0 &= sel
     shared &= sel
     excl &= sel
-    handled = G.zero.copy()
-    pos = starts if G.small_only and sel.all() else run_positions(starts[sel], nr[sel])
-    handled[pos] = True
-    mm.anon_pages -= len(pos)
+    covered = G.run_mask(sel)
+    handled = covered | G.zero
+    mm.anon_pages -= int(np.count_nonzero(covered))
     # order 0, freed
     g = _pick(f, excl0)
     s.buddy.free_many(F.pfn[g], 0)
@@ -1256,7 +1275,7 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
     one-by-one path, and each segment's mask of handled slots (over its table)."""
     F = s.folios
     G = _Gather(s, segs)
-    f, nr, starts = G.f, G.nr, G.starts
+    f, nr = G.f, G.nr
     small = nr == 1
     uni = _uniform_or_small(s, f, small)
     sel = uni
@@ -1271,10 +1290,8 @@ def copy_ptes_bulk(s: System, dmm: MM, segs: list
         F.ref[g] += nr[big]
         F.umc[g] += 1
         rmap.mm_add_many(s, g, dmm.id, nr[big])
-    pos = starts if G.small_only and sel.all() else run_positions(starts[sel], nr[sel])
-    dmm.anon_pages += len(pos)
-    shared = np.zeros(len(G.fid), bool)
-    shared[pos] = True
+    shared = G.run_mask(sel)
+    dmm.anon_pages += int(np.count_nonzero(shared))
     handled = shared | G.zero
     pbits = np.where(shared, G.bits & np.uint8(0xFF ^ P_WRITE), G.bits)
     cfid = np.where(handled, G.fid, np.int32(NONE))
