@@ -1169,15 +1169,15 @@ class _Gather:
     def run_mask(self, sel: np.ndarray) -> np.ndarray:
         """Mask of the entries in the runs ``sel`` picks."""
         n = len(self.fid)
-        out = np.zeros(n + 1, np.int8)
+        out = np.zeros(n + 1, np.bool_)
         starts = _pick(self.starts, sel)
+        out[starts] = True
         if self.small_only:
-            out[starts] = 1
-            return out[:n].view(np.bool_)
-        # runs never overlap: +1 where one starts, -1 where one ends, summed up
-        out[starts] = 1
-        out[starts + self.nr[sel]] -= 1
-        return np.cumsum(out[:n], dtype=np.int8).view(np.bool_)
+            return out[:n]
+        # runs never overlap: the state toggles where one starts and where one ends (twice,
+        # so not at all, where one ends and the next starts)
+        out[starts + self.nr[sel]] ^= True
+        return np.logical_xor.accumulate(out[:n])
 
     def per_segment(self, mask: np.ndarray) -> np.ndarray:
         """Per segment: is any of its entries in ``mask``?"""
