@@ -223,6 +223,9 @@ def test_index_and_swap_columns_read_back_what_was_written() -> None:
     ids = F.new_many([200, 201, 202])
     F.index[ids] = (7 << 32) + np.arange(3)
     assert F.index[ids].tolist() == [(7 << 32) + k for k in range(3)]
+    for start in ((5 << 32) + 9, (6 << 32) - 2):  # a run inside one 2**32 block, one across
+        F.index.set_run(ids, start, 3)
+        assert F.index[ids].tolist() == [start + k for k in range(3)]
     assert F.swap[f] == -1 and F.swap[ids].tolist() == [-1, -1, -1]
     F.swap[ids] = 40 + np.arange(3)
     F.swap[f] = 9

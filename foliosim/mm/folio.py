@@ -171,6 +171,15 @@ class IndexColumn:
         F.index_lo[key] = v & 0xFFFFFFFF
         F.index_hi[key] = v >> 32
 
+    def set_run(self, key: Any, start: int, n: int) -> None:
+        """``index[key] = start, start + 1, ..., start + n - 1``."""
+        lo = start & 0xFFFFFFFF
+        if lo + n > 1 << 32:  # the low half wraps inside the run
+            self[key] = start + np.arange(n, dtype=np.int64)
+            return
+        self.F.index_lo[key] = np.arange(lo, lo + n, dtype=np.uint32)
+        self.F.index_hi[key] = start >> 32
+
 
 class SwapColumn:
     """``folio->swap``: the swap slot of a folio in the swap cache, -1 for every other folio.
@@ -329,8 +338,11 @@ class Folios:
         self.live += 1
         return f
 
-    def new_many(self, pfns: list[int] | np.ndarray, order: int = 0) -> np.ndarray:
-        """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids."""
+    def new_many(self, pfns: list[int] | np.ndarray, order: int = 0, ref: Any = 1,
+                 anon_vma: int = -1, flags: int = 0) -> np.ndarray:
+        """Fresh folios of ``order`` at ``pfns`` (vectorised :meth:`new`); returns their ids.
+        ``ref``, ``anon_vma`` and ``flags`` are what they start with (the caller's, at once,
+        rather than the defaults overwritten)."""
         n = len(pfns)
         reused = self.free_ids.pop_many(n)
         rest = n - len(reused)
@@ -347,7 +359,9 @@ class Folios:
                 getattr(self, name)[reused] = 0
             ids = rows = np.concatenate(
                 (reused, np.arange(fresh.start, fresh.stop, dtype=np.int64))) if rest else reused
-        self._fill(rows, pfns, order)
+        self._fill(rows, pfns, order, ref, anon_vma)
+        if flags:
+            self.flags[rows] = flags
         if order:
             self.lid[rows] = self._new_lids(n)
         self.live += n
@@ -368,13 +382,15 @@ class Folios:
         self.free_ids.extend(ids)
         return ids
 
-    def _fill(self, rows: Any, pfns: Any, order: int) -> None:
+    def _fill(self, rows: Any, pfns: Any, order: int, ref: Any = 1, anon_vma: int = -1
+              ) -> None:
         """What new folios start with besides zeroed columns: their PFNs and order,
-        refcount 1, no anon_vma, no swap slot and no high value bits."""
+        refcount 1 (or ``ref``), no anon_vma (or ``anon_vma``), no swap slot and no high
+        value bits."""
         self.pfn[rows] = pfns
         self.order[rows] = order
-        self.ref[rows] = 1
-        self.anon_vma[rows] = -1
+        self.ref[rows] = ref
+        self.anon_vma[rows] = anon_vma
         self.swap.drop(rows)
         self.val.drop(rows)
 

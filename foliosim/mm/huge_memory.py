@@ -301,12 +301,10 @@ def split_folio(s: System, f: int, reason: str) -> int:
         _split_to_zero_pages(s, batches, pfn, order)
         s.last_split = F.cycle_ids(nr)
         return 0
-    ids = F.new_many(np.arange(pfn, pfn + nr, dtype=np.int64), 0)
-    F.flags[ids] = flags
-    F.val[ids] = vals
-    F.anon_vma[ids] = av
-    F.index[ids] = index + _AR512[:nr]
-    F.ref[ids] = 1 if flags & PG_SWAPCACHE else 0
+    ids = F.new_many(np.arange(pfn, pfn + nr, dtype=np.int64), 0,
+                     ref=1 if flags & PG_SWAPCACHE else 0, anon_vma=av, flags=flags)
+    F.val[ids] = int(vals[0]) if uniform else vals
+    F.index.set_run(ids, index, nr)
     if swap >= 0:
         F.swap[ids] = swap + _AR512[:nr]
     if s.tracing:
