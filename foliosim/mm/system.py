@@ -334,15 +334,14 @@ class Process:
             F.val[f[uni]] = value
             done = np.zeros(run, bool)
             done[memory.run_positions(starts[uni] - i, lens[uni])] = True
-            j = 0
-            while j < run:
-                if done[j]:
-                    j += 1
-                    continue
+            left = np.flatnonzero(~done)  # the slots a batch at a time, skipping the rest
+            k = 0
+            while k < len(left):
+                j = int(left[k])
                 f1 = int(seg[j])
                 m = memory.folio_pte_batch(self.system, pt, i + j, f1, run - j)
                 F.set_value(f1, int(pt.idx[i + j]), m, value)
-                j += m
+                k = int(np.searchsorted(left, j + m))
         pt.bits[i:i + run] |= P_DIRTY
         return run
 
