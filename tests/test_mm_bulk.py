@@ -362,19 +362,33 @@ _LARGE_COPY = [("pin", 1, 1861, 86), ("pin", 2, 1424, 511), ("fork", 0, 1549, 10
                ("pageout", 1, 1496, 512), ("munmap", 1, 1582, 512)]
 
 
-@pytest.mark.parametrize("ops,ram,fail", [(_SMALL_RAM, 30 * M, (9,)),
-                                          (_SMALL_RAM, 30 * M, ()),
-                                          (_LARGE_COPY, 24 * M, (4,))])
-def test_memory_runs_out_mid_run(ops: list, ram: int, fail: tuple[int, ...]) -> None:
+# at one point the free pages are enough for a COW run but only as small blocks (no order-4
+# block left): the bulk copy must take them as they are
+_FRAGMENTED = [("write0", 1, 507, 1), ("pin", 1, 535, 2), ("write0", 0, 469, 2),
+               ("pin", 1, 279, 16), ("pageout", 0, 64, 511), ("unpin", 2, 868, 512),
+               ("pin", 1, 197, 197), ("munmap", 1, 943, 16), ("free", 2, 1324, 1024),
+               ("pin", 1, 983, 743), ("mlock", 1, 239, 2), ("pin", 2, 1322, 1024),
+               ("read", 1, 863, 16), ("unpin", 2, 1718, 26), ("munmap", 1, 175, 100),
+               ("unpin", 0, 1937, 511), ("fork", 2, 500, 16), ("shrink", 1, 697, 452),
+               ("unpin", 1, 1593, 1024), ("dontneed", 2, 1688, 920), ("munmap", 2, 1970, 1024),
+               ("mmap", 0, 534, 16), ("write", 2, 876, 580), ("cold", 0, 167, 100)]
+
+
+@pytest.mark.parametrize("ops,ram,fail,mpn", [(_SMALL_RAM, 30 * M, (9,), 409),
+                                              (_SMALL_RAM, 30 * M, (), 409),
+                                              (_LARGE_COPY, 24 * M, (4,), 409),
+                                              (_FRAGMENTED, 30 * M, (9,), 0)])
+def test_memory_runs_out_mid_run(ops: list, ram: int, fail: tuple[int, ...], mpn: int) -> None:
     """With little RAM the stores and COW copies run out of pages part way: -ENOMEM on both
-    paths, at the same page, with nothing allocated and left unmapped."""
+    paths, at the same page, with nothing allocated and left unmapped (also where the free
+    pages are fragmented into small blocks before that)."""
     ran_out = []
 
     def work(s: System, p: Process) -> list[int]:
         rets = _run_ops(s, p, ops)
         ran_out.append(-12 in rets)
         return rets
-    twin(work, ram_bytes=ram, fail_orders=fail, **MIX, max_ptes_none=409)
+    twin(work, ram_bytes=ram, fail_orders=fail, **MIX, max_ptes_none=mpn)
     assert ran_out == [True, True]
 
 

@@ -137,6 +137,13 @@ def test_alloc_many_takes_all_or_nothing() -> None:
         ref.alloc(9)
     assert _buddy_state(b) == _buddy_state(ref)
     assert len(set(b.alloc_many(511))) == 511 and b.nr_free == 0
+    # fragmented: 512 free pages, no two of them buddies; alloc_many(512) still gets them
+    f = BuddyAllocator(1 << 10)
+    pages = f.alloc_many(1 << 10)
+    for pfn in pages[::2]:
+        f.free_block(pfn, 0)
+    assert f.nr_free == 512 and not any(f.free[1:])
+    assert sorted(f.alloc_many(512)) == sorted(pages[::2]) and f.nr_free == 0
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -61,7 +61,12 @@ class BuddyAllocator:
         while len(out) < n:
             need = n - len(out)
             order = min(need.bit_length() - 1, MAX_PAGE_ORDER)
-            pfn = self.alloc(order)
+            while True:
+                try:
+                    pfn = self.alloc(order)
+                    break
+                except OutOfMemory:  # fragmented: smaller blocks (order 0 always succeeds)
+                    order -= 1
             out.extend(range(pfn, pfn + (1 << order)))
         return out
 
