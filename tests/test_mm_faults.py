@@ -25,6 +25,8 @@ from mmhelpers import (
     smap_at,
 )
 
+from foliosim.mm.invariants import check_invariants
+
 MTHP_64K = {"64K": "madvise", "2M": "never"}
 
 
@@ -412,6 +414,31 @@ def test_huge_zero_page_is_allocated_once() -> None:
     for _ in range(3):
         assert p.read(region(p), PAGE) == 0
     assert c.thp() == {"thp_zero_page_alloc": 1}
+
+
+def test_read_fault_falls_back_when_the_huge_zero_folio_cannot_be_had() -> None:
+    """do_huge_pmd_anonymous_page: when get_huge_zero_folio finds no order-9 block
+    (thp_zero_page_alloc_failed) the read fault falls back to the PTE level
+    (thp_fault_fallback, VM_FAULT_FALLBACK) and maps the small zero page; the huge zero folio
+    is allocated by a later read once a block is free."""
+    from foliosim.mm.system import System, ThpSettings
+
+    s = System(ThpSettings(enabled="madvise"), ram_bytes=4 << 20)  # one order-10 block
+    p = s.process("main")
+    small = region(p, 4 * MB, advice="nohugepage")
+    assert p.write(small, 600 * PAGE, 1) == 0  # 424 pages left: no order-9 block
+    c = Counters(s)
+    a = region(p)
+    assert p.read(a, 2 * PAGE) == 0
+    assert c.thp() == {"thp_zero_page_alloc_failed": 1, "thp_fault_fallback": 1}
+    assert not s.huge_zero_allocated
+    assert [x.state for x in pages(p, a, 2 * PAGE)] == ["present"] * 2
+    assert {x.folio_order for x in pages(p, a, 2 * PAGE)} == {0}
+    assert p.munmap(small, 4 * MB) == 0
+    b = region(p)
+    assert p.read(b, PAGE) == 0
+    assert s.huge_zero_allocated and c.thp()["thp_zero_page_alloc"] == 1
+    assert check_invariants(s) == []
 
 
 # -- page tables of small pages share one read-only page-index array -----------------------------

@@ -103,7 +103,11 @@ def do_huge_pmd_anonymous_page(s: System, vma: VMA, addr: int, write: bool) -> i
     anon_vma_prepare(vma)
     slot = addr >> 21
     if not write and s.settings.use_zero_page:
-        s.get_huge_zero_folio()
+        if not s.get_huge_zero_folio():
+            s.vmstat.count("thp_fault_fallback")
+            s.tracing and s.trace("no huge zero folio to be had: PTE fallback "
+                                  "(do_huge_pmd_anonymous_page)")
+            return -1
         mm.pmd[slot] = PmdLeaf(HUGE_ZERO_FID, 0)
         s.tracing and s.trace(f"huge zero page mapped at {s.fmt_addr(mm, addr & ~0x1FFFFF)} "
                 "(do_huge_pmd_anonymous_page)")

@@ -24,7 +24,7 @@ import numpy as np
 from foliosim.mm import gup, huge_memory, madvise, memory, mlock, mmap, mprotect, mremap
 from foliosim.mm.folio import MAX_PROCESSES, PG_FREE, ZERO_FID, Folios
 from foliosim.mm.mm_types import MM, VM_READ, VM_WRITE, AnonVma
-from foliosim.mm.page_alloc import BuddyAllocator
+from foliosim.mm.page_alloc import BuddyAllocator, OutOfMemory
 from foliosim.mm.pgtable import P_DIRTY, P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf
 from foliosim.mm.policy import DEFAULT_POLICY
 from foliosim.mm.swap import SwapFile
@@ -133,12 +133,18 @@ class System:
         self._next_anon_vma += 1
         return av
 
-    def get_huge_zero_folio(self) -> None:
-        """``mm_get_huge_zero_folio``: allocated on first use (``thp_zero_page_alloc``)."""
+    def get_huge_zero_folio(self) -> bool:
+        """``mm_get_huge_zero_folio``: allocated on first use (``thp_zero_page_alloc``);
+        False when no order-9 block is free (``thp_zero_page_alloc_failed``)."""
         if not self.huge_zero_allocated:
+            try:
+                self.huge_zero_pfn = self.buddy.alloc(9)
+            except OutOfMemory:
+                self.vmstat.count("thp_zero_page_alloc_failed")
+                return False
             self.huge_zero_allocated = True
-            self.huge_zero_pfn = self.buddy.alloc(9)
             self.vmstat.count("thp_zero_page_alloc")
+        return True
 
     def alloc_fails(self, order: int) -> bool:
         return order in self.fail_orders
