@@ -255,8 +255,9 @@ def test_columns_move_once_into_reserved_address_space(monkeypatch, can_reserve:
     from foliosim.mm.folio import Folios
 
     monkeypatch.setattr(folio, "RESERVE_FROM", 4096)
+    tries = []
     if not can_reserve:
-        monkeypatch.setattr(folio, "reserved", lambda n, dtype: None)
+        monkeypatch.setattr(folio, "reserved", lambda n, dtype: tries.append(n))
     F = Folios(limit=50_000)
     a = F.new_many(np.arange(3000) + 7, 0)
     F.index[a] = np.arange(3000) + (1 << 33)
@@ -267,6 +268,7 @@ def test_columns_move_once_into_reserved_address_space(monkeypatch, can_reserve:
     assert F.index[a].tolist() == [(1 << 33) + k for k in range(3000)]
     c = F.new_many(np.arange(60_000), 0)  # past the limit: by half again
     assert F.cap >= 66_000 and F.ref[c].tolist() == [1] * 60_000
+    assert len(tries) == (0 if can_reserve else len(F._COLS))  # refused once: not asked again
     assert F.pfn[a[-1]] == 3006 and F.order[b[0]] == 2
 
 

@@ -306,6 +306,7 @@ class Folios:
         live folio holds a page, freed ids are reused); 0 if unknown."""
         self.cap = capacity
         self.limit = limit
+        self.no_reserve = False
         for name, dt in self._COLS.items():
             setattr(self, name, np.zeros(capacity, dt))
         self.index = IndexColumn(self)
@@ -461,11 +462,12 @@ class Folios:
         reserved address space (and by half beyond, should ``limit`` be passed)."""
         new = max(self.cap + 1024, self.cap * 3 // 2)
         cols = None
-        if new > RESERVE_FROM:
+        if new > RESERVE_FROM and not self.no_reserve:
             room = max(new, self.limit)
             cols = {name: reserved(room, dt) for name, dt in self._COLS.items()}
             if any(a is None for a in cols.values()):
                 cols = None
+                self.no_reserve = True  # refused once: plain arrays from now on
             else:
                 new = room
         for name, dt in self._COLS.items():
