@@ -593,17 +593,25 @@ class ZapBatch:
         s, segs = self.s, self.segs
         if not segs:
             return
-        for c in range(0, len(segs), _CHUNK):
-            chunk = segs[c:c + _CHUNK]
-            if len(chunk) <= 2 and sum(_batches(pt, i, e) for _, pt, i, e, _ in chunk) <= 8:
-                left = np.ones(len(chunk), bool)  # a few batches: one by one is cheaper
-            else:
-                left = zap_ptes_bulk(s, chunk[0][4].mm, chunk)
-            for (slot, pt, i, e, vma), more in zip(chunk, left.tolist(), strict=True):
-                if more:
-                    zap_pte_range(s, vma, pt, i, e)
-                if self.reclaim_pt and e - i == 512 and pt.empty():
-                    del vma.mm.pmd[slot]
+        if len(segs) <= 2 and sum(_batches(pt, i, e) for _, pt, i, e, _ in segs) <= 8:
+            left = [True] * len(segs)  # a few batches: one by one is cheaper
+        else:
+            # the bulk steps first, chunks of alike tables (they never meet a folio another
+            # segment's one-by-one step touches: a page is mapped once per mm, and a large
+            # folio they do is mapped whole inside its segment), then what is left in order
+            more: dict[int, bool] = {}
+            for grp in _alike(segs):
+                for c in range(0, len(grp), _CHUNK):
+                    chunk = grp[c:c + _CHUNK]
+                    for g, m in zip(chunk, zap_ptes_bulk(s, chunk[0][4].mm, chunk).tolist(),
+                                    strict=True):
+                        more[id(g)] = m
+            left = [more[id(g)] for g in segs]
+        for (slot, pt, i, e, vma), m in zip(segs, left, strict=True):
+            if m:
+                zap_pte_range(s, vma, pt, i, e)
+            if self.reclaim_pt and e - i == 512 and pt.empty():
+                del vma.mm.pmd[slot]
         segs.clear()
 
     def flush(self) -> None:
@@ -868,20 +876,31 @@ class CopyBatch:
         self.dst: VMA | None = None
 
     def flush(self) -> None:
-        s, segs = self.s, self.segs
-        for c in range(0, len(segs), _CHUNK):
-            chunk = segs[c:c + _CHUNK]
-            left, masks = copy_ptes_bulk(s, chunk[0][4].mm, chunk)
-            for (slot, spt, i, e, dst, src), more, m in zip(chunk, left.tolist(), masks,
-                                                             strict=True):
-                if more:
-                    copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
-                                   (slot << 21) + (e << 12), m)
-        segs.clear()
+        s = self.s
+        for segs in _alike(self.segs):
+            for c in range(0, len(segs), _CHUNK):
+                chunk = segs[c:c + _CHUNK]
+                left, masks = copy_ptes_bulk(s, chunk[0][4].mm, chunk)
+                for (slot, spt, i, e, dst, src), more, m in zip(chunk, left.tolist(), masks,
+                                                                 strict=True):
+                    if more:
+                        copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
+                                       (slot << 21) + (e << 12), m)
+        self.segs.clear()
         if self.shared:
             assert self.dst is not None
             _copy_huge_pmds_bulk(s, self.dst, np.array(self.shared, np.int64))
             self.shared.clear()
+
+
+def _alike(segs: list) -> tuple[list, list, list, list]:
+    """The segments in four groups, each in its order: whole tables that never held a large
+    folio's page, other whole tables, then the partial ones the same way, so that most chunks
+    a bulk step gathers take its quicker paths (whole tables, no page indexes, order-0 only)."""
+    groups: tuple[list, list, list, list] = ([], [], [], [])
+    for g in segs:
+        groups[2 * (g[2] != 0 or g[3] != PTRS_PER_PTE) + (g[1].idx is not NO_IDX)].append(g)
+    return groups
 
 
 def copy_page_range(s: System, dst: VMA, src: VMA, batch: CopyBatch | None = None) -> None:
