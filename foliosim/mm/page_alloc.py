@@ -33,22 +33,12 @@ class BuddyAllocator:
         # Small pieces beyond the last whole block are not used.
 
     def alloc(self, order: int) -> int:
-        """Return the first PFN of a free, naturally aligned block of ``1 << order`` pages."""
-        for o in range(order, MAX_PAGE_ORDER + 1):
-            if self.free[o]:
-                pfn = self.free[o].pop()
-                break
-        else:
-            if self.frontier >= self.end:
-                raise OutOfMemory(order)
-            pfn = self.frontier
-            self.frontier += 1 << MAX_PAGE_ORDER
-            o = MAX_PAGE_ORDER
-        while o > order:  # split, keep the lower half (expand())
-            o -= 1
-            self.free[o].add(pfn + (1 << o))
-        self.nr_free -= 1 << order
-        return pfn
+        """Return the first PFN of a free, naturally aligned block of ``1 << order`` pages
+        (one :meth:`alloc_upto`)."""
+        got = self.alloc_upto(order, 1)
+        if not got:
+            raise OutOfMemory(order)
+        return got[0]
 
     def alloc_many(self, n: int) -> list[int]:
         """``n`` order-0 pages at once (``alloc_pages_bulk``): whole blocks are taken and
@@ -71,9 +61,10 @@ class BuddyAllocator:
         return out
 
     def alloc_upto(self, order: int, n: int) -> list[int]:
-        """Up to ``n`` blocks of ``order``, taken one after the other exactly as ``n`` calls
-        of :meth:`alloc` would take them, stopping at the first that fails (which changes
-        nothing)."""
+        """Up to ``n`` blocks of ``order``, one after the other, stopping at the first that
+        cannot be had (which changes nothing): each from the smallest free block of ``order``
+        or above, else from the untouched frontier, split down keeping the lower half
+        (``__rmqueue_smallest`` / ``expand``)."""
         out: list[int] = []
         free, top = self.free, MAX_PAGE_ORDER
         for _ in range(n):
