@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -600,12 +601,10 @@ class ZapBatch:
             # segment's one-by-one step touches: a page is mapped once per mm, and a large
             # folio they do is mapped whole inside its segment), then what is left in order
             more: dict[int, bool] = {}
-            for grp in _alike(segs):
-                for c in range(0, len(grp), _CHUNK):
-                    chunk = grp[c:c + _CHUNK]
-                    for g, m in zip(chunk, zap_ptes_bulk(s, chunk[0][4].mm, chunk).tolist(),
-                                    strict=True):
-                        more[id(g)] = m
+            for chunk in _alike_chunks(segs):
+                for g, m in zip(chunk, zap_ptes_bulk(s, chunk[0][4].mm, chunk).tolist(),
+                                strict=True):
+                    more[id(g)] = m
             left = [more[id(g)] for g in segs]
         for (slot, pt, i, e, vma), m in zip(segs, left, strict=True):
             if m:
@@ -877,15 +876,13 @@ class CopyBatch:
 
     def flush(self) -> None:
         s = self.s
-        for segs in _alike(self.segs):
-            for c in range(0, len(segs), _CHUNK):
-                chunk = segs[c:c + _CHUNK]
-                left, masks = copy_ptes_bulk(s, chunk[0][4].mm, chunk)
-                for (slot, spt, i, e, dst, src), more, m in zip(chunk, left.tolist(), masks,
-                                                                 strict=True):
-                    if more:
-                        copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
-                                       (slot << 21) + (e << 12), m)
+        for chunk in _alike_chunks(self.segs):
+            left, masks = copy_ptes_bulk(s, chunk[0][4].mm, chunk)
+            for (slot, spt, i, e, dst, src), more, m in zip(chunk, left.tolist(), masks,
+                                                             strict=True):
+                if more:
+                    copy_pte_range(s, dst, src, spt, (slot << 21) + (i << 12),
+                                   (slot << 21) + (e << 12), m)
         self.segs.clear()
         if self.shared:
             assert self.dst is not None
@@ -893,14 +890,17 @@ class CopyBatch:
             self.shared.clear()
 
 
-def _alike(segs: list) -> tuple[list, list, list, list]:
-    """The segments in four groups, each in its order: whole tables that never held a large
-    folio's page, other whole tables, then the partial ones the same way, so that most chunks
-    a bulk step gathers take its quicker paths (whole tables, no page indexes, order-0 only)."""
+def _alike_chunks(segs: list) -> Iterator[list]:
+    """The segments in chunks of at most :data:`_CHUNK` alike ones, each group in its order:
+    whole tables that never held a large folio's page, other whole tables, then the partial
+    ones the same way, so that most chunks a bulk step gathers take its quicker paths (whole
+    tables, no page indexes, order-0 only)."""
     groups: tuple[list, list, list, list] = ([], [], [], [])
     for g in segs:
         groups[2 * (g[2] != 0 or g[3] != PTRS_PER_PTE) + (g[1].idx is not NO_IDX)].append(g)
-    return groups
+    for grp in groups:
+        for c in range(0, len(grp), _CHUNK):
+            yield grp[c:c + _CHUNK]
 
 
 def copy_page_range(s: System, dst: VMA, src: VMA, batch: CopyBatch | None = None) -> None:
@@ -1068,13 +1068,17 @@ def _pick(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return a if mask.all() else a[mask]
 
 
-def run_positions(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Every slot of the runs ``(starts, lens)``."""
-    total = int(lens.sum())
-    if total == len(lens):  # runs of one page (lengths are at least one)
-        return starts
-    first = np.repeat(starts - np.cumsum(lens) + lens, lens)
-    return first + np.arange(total)
+def run_mask(n: int, starts: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
+    """Mask over ``n`` slots of the runs ``(starts, lens)``, which never overlap (``lens``
+    None: runs of one slot)."""
+    out = np.zeros(n + 1, np.bool_)
+    out[starts] = True
+    if lens is None:
+        return out[:n]
+    # the state toggles where a run starts and where one ends (twice, so not at all, where
+    # one ends and the next starts)
+    out[starts + lens] ^= True
+    return np.logical_xor.accumulate(out[:n])
 
 
 def _share(s: System, dst: VMA, spt: PteTable, dpt: PteTable, i: int, f: int, k: int,
@@ -1187,16 +1191,8 @@ class _Gather:
 
     def run_mask(self, sel: np.ndarray) -> np.ndarray:
         """Mask of the entries in the runs ``sel`` picks."""
-        n = len(self.fid)
-        out = np.zeros(n + 1, np.bool_)
-        starts = _pick(self.starts, sel)
-        out[starts] = True
-        if self.small_only:
-            return out[:n]
-        # runs never overlap: the state toggles where one starts and where one ends (twice,
-        # so not at all, where one ends and the next starts)
-        out[starts + self.nr[sel]] ^= True
-        return np.logical_xor.accumulate(out[:n])
+        return run_mask(len(self.fid), _pick(self.starts, sel),
+                        None if self.small_only else self.nr[sel])
 
     def per_segment(self, mask: np.ndarray) -> np.ndarray:
         """Per segment: is any of its entries in ``mask``?"""

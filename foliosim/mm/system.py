@@ -338,8 +338,7 @@ class Process:
             starts, f, lens = memory.whole_folio_runs(self.system, pt, i, i + run)
             uni = memory.uniform_mask(self.system, f)
             F.val[f[uni]] = value
-            done = np.zeros(run, bool)
-            done[memory.run_positions(starts[uni] - i, lens[uni])] = True
+            done = memory.run_mask(run, starts[uni] - i, lens[uni])
             left = np.flatnonzero(~done)  # the slots a batch at a time, skipping the rest
             k = 0
             while k < len(left):
