@@ -145,9 +145,8 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
                         if huge_memory.split_folio(s, f, "MADV_COLD/PAGEOUT of part of a "
                                                    "large folio") == 0:
                             # re-process the now small pages (those of the batch at once)
-                            left = _cold_small_bulk(s, ent, i, i + n, pageout, found)
-                            todo = np.concatenate((left, todo[np.searchsorted(todo, i + n):]))
-                            i = _next(todo, i, iend)
+                            todo, i = _rewalk(todo, _cold_small_bulk(s, ent, i, i + n, pageout,
+                                                                     found), i, n, iend)
                             continue
                         i = _next(todo, i + n, iend)
                         continue
@@ -162,6 +161,14 @@ def madvise_cold_or_pageout_range(s: System, vma: VMA, start: int, end: int,
         addr = nxt
     if pageout and isolated:
         vmscan.reclaim_pages(s, list(isolated))
+
+
+def _rewalk(todo: np.ndarray, left: np.ndarray, i: int, n: int, iend: int
+            ) -> tuple[np.ndarray, int]:
+    """After the batch ``[i, i + n)`` was split and its now small pages done at once but for
+    ``left``: the slots still to walk one by one, and the first of them."""
+    todo = np.concatenate((left, todo[np.searchsorted(todo, i + n):]))
+    return todo, _next(todo, i, iend)
 
 
 def _next(todo: np.ndarray, i: int, iend: int) -> int:
@@ -256,9 +263,8 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
                         if huge_memory.split_folio(s, f, "MADV_FREE of part of a large "
                                                    "folio") == 0:
                             # re-process the now small pages (those of the batch at once)
-                            left = _free_small_bulk(s, ent, i, i + n)
-                            todo = np.concatenate((left, todo[np.searchsorted(todo, i + n):]))
-                            i = _next(todo, i, iend)
+                            todo, i = _rewalk(todo, _free_small_bulk(s, ent, i, i + n), i, n,
+                                              iend)
                             continue
                         i = _next(todo, i + n, iend)
                         continue
