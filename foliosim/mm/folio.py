@@ -345,13 +345,8 @@ class Folios:
         ``ref``, ``anon_vma`` and ``flags`` are what they start with (the caller's, at once,
         rather than the defaults overwritten)."""
         n = len(pfns)
-        reused = self.free_ids.pop_many(n)
-        rest = n - len(reused)
-        if rest:
-            while self.next_id + rest > self.cap:
-                self._grow()
-            fresh = slice(self.next_id, self.next_id + rest)
-            self.next_id += rest
+        reused, fresh = self._take_ids(n)
+        rest = fresh.stop - fresh.start
         if not len(reused):  # a contiguous block of rows never used, so still zero: slices
             rows: slice | np.ndarray = fresh
             ids = np.arange(fresh.start, fresh.stop, dtype=np.int64)
@@ -368,17 +363,23 @@ class Folios:
         self.live += n
         return ids
 
+    def _take_ids(self, n: int) -> tuple[np.ndarray, slice]:
+        """The ids of ``n`` new folios: released ones first (the last released first), then
+        the rows after ``next_id`` (the columns grown to hold them)."""
+        reused = self.free_ids.pop_many(n)
+        rest = n - len(reused)
+        while self.next_id + rest > self.cap:
+            self._grow()
+        fresh = slice(self.next_id, self.next_id + rest)
+        self.next_id += rest
+        return reused, fresh
+
     def cycle_ids(self, n: int) -> np.ndarray:
         """Take the ids :meth:`new_many` of ``n`` folios would take and free them again in
         order, making no folio: for folios that would be freed as soon as made, so that
         later folios get the same ids as if they had been. Returns the ids."""
-        ids = self.free_ids.pop_many(n)
-        rest = n - len(ids)
-        if rest:
-            while self.next_id + rest > self.cap:
-                self._grow()
-            ids = np.concatenate((ids, np.arange(self.next_id, self.next_id + rest)))
-            self.next_id += rest
+        reused, fresh = self._take_ids(n)
+        ids = np.concatenate((reused, np.arange(fresh.start, fresh.stop, dtype=np.int64)))
         self.flags[ids] = PG_FREE
         self.free_ids.extend(ids)
         return ids
