@@ -148,9 +148,9 @@ def test_alloc_many_takes_all_or_nothing() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_alloc_upto_is_alloc_in_turn(seed: int) -> None:
-    """``alloc_upto`` (which breaks up fresh blocks at once) takes the same blocks as single
-    allocations one after the other and leaves the same free lists, from random states and
-    until memory runs out."""
+    """``alloc_upto`` of many blocks takes the same blocks as single allocations one after
+    the other and leaves the same free lists, from random states and until memory runs
+    out."""
     rng = random.Random(seed)
     ref, got = BuddyAllocator(1 << 14), BuddyAllocator(1 << 14)
     for _ in range(12):
