@@ -257,7 +257,7 @@ def test_columns_move_once_into_reserved_address_space(monkeypatch, can_reserve:
     monkeypatch.setattr(folio, "RESERVE_FROM", 4096)
     tries = []
     if not can_reserve:
-        monkeypatch.setattr(folio, "reserved", lambda n, dtype: tries.append(n))
+        monkeypatch.setattr(folio, "reserved", lambda n, dtype, huge=False: tries.append(n))
     F = Folios(limit=50_000)
     a = F.new_many(np.arange(3000) + 7, 0)
     F.index[a] = np.arange(3000) + (1 << 33)
@@ -270,6 +270,42 @@ def test_columns_move_once_into_reserved_address_space(monkeypatch, can_reserve:
     assert F.cap >= 66_000 and F.ref[c].tolist() == [1] * 60_000
     assert len(tries) == (0 if can_reserve else len(F._COLS))  # refused once: not asked again
     assert F.pfn[a[-1]] == 3006 and F.order[b[0]] == 2
+
+
+def _thp_eligible(addr: int) -> bool:
+    """The THPeligible line of /proc/self/smaps for the mapping holding ``addr``."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and head == "THPeligible:":
+                return line.split()[1] == "1"
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+def test_reserved_columns_take_huge_pages_unless_sparse(monkeypatch) -> None:
+    """Once reserved, the columns every folio writes are madvised for transparent huge pages
+    (the kernel reports their mappings THPeligible); ``lid`` and ``mlock_count``, which most
+    folios never write, stay in small pages so that their untouched rows cost nothing."""
+    from foliosim.mm import folio
+    from foliosim.mm.folio import Folios
+
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        pytest.skip("no /sys/kernel/mm/transparent_hugepage/enabled: kernel without THP")
+    if "[never]" in mode:
+        pytest.skip("THP disabled on this machine ([never]): nothing is THP-eligible")
+    monkeypatch.setattr(folio, "RESERVE_FROM", 4096)
+    F = Folios(limit=1 << 23)  # 8 MiB and more a column: room for aligned 2 MiB ranges
+    F.new_many(np.arange(5000), 0)
+    assert F.cap == 1 << 23 and isinstance(F.pfn.base, memoryview)
+    for name in Folios._COLS:
+        assert _thp_eligible(getattr(F, name).ctypes.data) == (name not in Folios._SPARSE), name
 
 
 def test_pincount() -> None:

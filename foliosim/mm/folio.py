@@ -24,14 +24,19 @@ RESERVE_FROM = 1 << 20
 # x86, arm64, riscv and s390 use
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if platform.machine() in (
     "x86_64", "aarch64", "arm64", "riscv64", "s390x") and sys.platform == "linux" else 0)
+MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", 0)
 
 
-def reserved(n: int, dtype: Any) -> np.ndarray | None:
+def reserved(n: int, dtype: Any, huge: bool = False) -> np.ndarray | None:
     """A zeroed array of ``n`` entries in anonymous memory mapped without commitment
     (``MAP_NORESERVE``): the kernel gives a page only when it is first written, so a column
     can be sized for the most folios there could ever be and never grow (no copy, no old and
     new copies held at once); the rows never used cost nothing. None where that can't be
-    had (no MAP_NORESERVE, or the mapping refused)."""
+    had (no MAP_NORESERVE, or the mapping refused).
+
+    ``huge``: ask for transparent huge pages (``MADV_HUGEPAGE``; ignored where refused), for
+    a column written densely from its first row: the same memory, and one TLB entry covers
+    2 MiB of it instead of 4 KiB (a column of a big run is accessed at random rows)."""
     if not MAP_NORESERVE:
         return None
     nbytes = max(n * np.dtype(dtype).itemsize, mmap.PAGESIZE)
@@ -39,6 +44,11 @@ def reserved(n: int, dtype: Any) -> np.ndarray | None:
         m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
     except OSError:
         return None
+    if huge and MADV_HUGEPAGE:
+        try:
+            m.madvise(MADV_HUGEPAGE)
+        except OSError:  # no THP in this kernel: small pages
+            pass
     return np.frombuffer(m, dtype, n)
 
 
@@ -292,6 +302,10 @@ class Folios:
         "flags": np.int16, "mlock_count": np.int16, "index_lo": np.uint32,
         "index_hi": np.uint8, "anon_vma": np.int32, "val_lo": np.uint32, "lid": np.int32,
     }
+    # Columns most folios never write (only large or mlocked ones do): in small pages when
+    # reserved, so that their untouched rows cost nothing; every other column is written for
+    # every folio, its rows in use are all touched anyway, and takes huge pages (:func:`reserved`)
+    _SPARSE = ("lid", "mlock_count")
     # what :meth:`new` / :meth:`new_many` reset in a reused row (:meth:`_fill` sets the rest)
     _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma"))
     # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
@@ -465,7 +479,8 @@ class Folios:
         cols = None
         if new > RESERVE_FROM and not self.no_reserve:
             room = max(new, self.limit)
-            cols = {name: reserved(room, dt) for name, dt in self._COLS.items()}
+            cols = {name: reserved(room, dt, huge=name not in self._SPARSE)
+                    for name, dt in self._COLS.items()}
             if any(a is None for a in cols.values()):
                 cols = None
                 self.no_reserve = True  # refused once: plain arrays from now on
