@@ -490,14 +490,21 @@ def _remove_rmap_ptes_bulk(s: System, f: int, ks: np.ndarray, vma: VMA) -> None:
     F = s.folios
     n = len(ks)
     nr = F.nr(f)
-    mc = F.arrays(f).mapcount
-    if n > 1 and np.bincount(ks, minlength=nr).max() > 1:  # a page twice: one by one
-        for k in ks.tolist():
+    # pages in increasing order (the common case) are each there once; otherwise count
+    if n > 1 and not (ks[1:] > ks[:-1]).all() and np.bincount(ks, minlength=nr).max() > 1:
+        for k in ks.tolist():  # a page twice: one by one
             rmap.folio_remove_rmap_ptes(s, f, k, 1, vma)
         return
     mapped = int(F.nr_mapped[f])
-    mc[ks] -= 1
-    z = int(np.count_nonzero(mc[ks] == 0))  # pages whose last PTE mapping went
+    if n == nr and f not in F.pages:
+        # every page once, all with the same mapcount: it stays uniform, one less
+        umc = int(F.umc[f]) - 1
+        F.umc[f] = umc
+        z = nr if umc == 0 else 0
+    else:
+        mc = F.arrays(f).mapcount
+        mc[ks] -= 1
+        z = int(np.count_nonzero(mc[ks] == 0))  # pages whose last PTE mapping went
     F.nr_mapped[f] = mapped - z
     _mm_sub_units(s, f, vma.mm.id, n)
     # each of those removals leaves nr_pages_mapped at mapped-1, ..., mapped-z; the ones that
