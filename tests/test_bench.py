@@ -29,6 +29,10 @@ def test_churn_1gib_mixes_thp_mthp_and_small_pages() -> None:
     assert r.small_page_fraction >= 0.1
     assert r.counters["thp_split_page"] > 0 and r.counters["mthp_64k_fault_alloc"] > 0
     assert r.ops == sum(r.ops_by_kind.values())
+    # every operation kind is timed, and the timed calls fit in the run's wall time
+    assert r.seconds_by_kind.keys() == r.ops_by_kind.keys()
+    assert all(v > 0 for v in r.seconds_by_kind.values())
+    assert sum(r.seconds_by_kind.values()) <= r.seconds
 
 
 def test_churn_is_seeded_and_ops_scale_with_size() -> None:
@@ -121,3 +125,14 @@ def test_memory_breakdown_and_vma_scaling() -> None:
 def test_bench_rejects_bad_sizes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "--sizes", "1K", "--out", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_time_by_kind_table_costliest_first() -> None:
+    from foliosim.bench.results import _time_by_kind
+
+    lines = _time_by_kind({"seconds_by_kind": {"munmap": 1.0, "fork": 3.0},
+                           "ops_by_kind": {"munmap": 4, "fork": 2}})
+    rows = [line for line in lines if line.startswith("| ") and "s |" in line]
+    assert rows == ["| fork | 2 | 3.00 s | 75% | 1,500,000 us |",
+                    "| munmap | 4 | 1.00 s | 25% | 250,000 us |"]
+    assert _time_by_kind({"ops_by_kind": {"fork": 1}}) == []  # figures saved before timing

@@ -81,7 +81,8 @@ class ChurnConfig:
 
 @dataclass
 class ChurnResult:
-    """What a churn run did and cost (time and memory are of this process)."""
+    """What a churn run did and cost (time and memory are of this process);
+    ``seconds_by_kind`` is the wall time spent in each operation kind of ``ops_by_kind``."""
 
     size: int
     seed: int
@@ -99,20 +100,30 @@ class ChurnResult:
     baseline_rss_bytes: int = 0
     bytes_per_gib: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)
 
 
 class _Counted:
-    """A :class:`Process` whose syscalls are counted by kind."""
+    """A :class:`Process` whose syscalls are counted and timed by kind (``ops`` and
+    ``secs`` are shared with the child of a fork)."""
 
-    def __init__(self, p: Process, ops: Counter[str]) -> None:
+    def __init__(self, p: Process, ops: Counter[str], secs: Counter[str]) -> None:
         self.p = p
         self.ops = ops
+        self.secs = secs
         self.errors = 0
 
-    def call(self, kind: str, *args: Any) -> int:
+    def call(self, kind: str, *args: Any) -> Any:
+        """The syscall ``kind`` names up to a ``:`` (``madvise:cold`` calls ``madvise``)."""
+        return self.run(kind, getattr(self.p, kind.split(":")[0]), *args)
+
+    def run(self, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` counted and timed as one operation of ``kind``; a negative int
+        returned is an error."""
         self.ops[kind] += 1
-        name = kind.split(":")[0]
-        r = getattr(self.p, name)(*args)
+        t = time.perf_counter()
+        r = fn(*args)
+        self.secs[kind] += time.perf_counter() - t
         if isinstance(r, int) and r < 0:
             self.errors += 1
         return r
@@ -165,7 +176,8 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
                                 max_ptes_none=SETTINGS["max_ptes_none"]),
                     ram_bytes=max(1 << 40, 2 * cfg.size))
     ops: Counter[str] = Counter()
-    p = _Counted(system.process("main"), ops)
+    secs: Counter[str] = Counter()
+    p = _Counted(system.process("main"), ops, secs)
     rb = cfg.region_bytes
     nreg = cfg.regions
     kinds = _kinds(nreg, rng)
@@ -176,8 +188,7 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
     t0 = time.perf_counter()
     bases: list[int] = []
     for kind in kinds:
-        a = p.p.mmap_region(rb)
-        ops["mmap"] += 1
+        a = p.run("mmap", p.p.mmap_region, rb)
         bases.append(a)
         if kind == "small":
             p.call("madvise:nohugepage", a, rb, "nohugepage")
@@ -215,10 +226,8 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
             visit += 1
             _churn_region(p, bases[r], zone, rng, rnd)
             if visit % SHRINK_EVERY == 0:
-                system.shrink()
-                ops["shrink"] += 1
-    system.shrink()
-    ops["shrink"] += 1
+                p.run("shrink", system.shrink)
+    p.run("shrink", system.shrink)
     phases["churn"] = time.perf_counter() - t0 - t_fork
     phases["fork+cow+exit"] = t_fork
     seconds = time.perf_counter() - t_start
@@ -238,7 +247,8 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
                        seconds=seconds, phase_seconds=phases,
                        ops_per_second=total / seconds if seconds else 0.0,
                        resident_bytes_by_order=by_order, small_page_fraction=small,
-                       counters=counters, extra={"kinds": dict(Counter(kinds))})
+                       counters=counters, extra={"kinds": dict(Counter(kinds))},
+                       seconds_by_kind={k: secs[k] for k in sorted(secs)})
 
 
 def _churn_region(p: _Counted, base: int, zone: int, rng: random.Random, rnd: int) -> None:
@@ -276,8 +286,7 @@ def _fork_cow(p: _Counted, system: System, bases: list[int], rb: int, rng: rando
               name: str, inspect: Callable[[str, System], None] | None = None) -> None:
     """Fork; parent and child each write into an eighth of the regions (COW); the child
     exits."""
-    p.ops["fork"] += 1
-    child = _Counted(p.p.fork(name), p.ops)
+    child = _Counted(p.run("fork", p.p.fork, name), p.ops, p.secs)
     for a in bases:
         if rng.random() < 1 / 8:
             b, n = _sub_range(rng, a, a + rb, PAGE, 4 * MiB)
@@ -287,8 +296,7 @@ def _fork_cow(p: _Counted, system: System, bases: list[int], rb: int, rng: rando
     p.errors += child.errors
     if inspect:
         inspect("forked", system)
-    p.ops["exit"] += 1
-    child.p.exit()
+    p.run("exit", child.p.exit)
 
 
 def _rss_now() -> int:

@@ -93,8 +93,9 @@ def summary(corpus: CorpusResult | None, growth: list[ChurnResult],
     if tib is not None:
         d = asdict(tib)
         out["tib_churn"] = {k: d[k] for k in (
-            "ops", "ops_by_kind", "errors", "phase_seconds", "resident_bytes_by_order",
-            "small_page_fraction", "counters", "bytes_per_gib", "baseline_rss_bytes", "extra")}
+            "ops", "ops_by_kind", "seconds_by_kind", "errors", "phase_seconds",
+            "resident_bytes_by_order", "small_page_fraction", "counters", "bytes_per_gib",
+            "baseline_rss_bytes", "extra")}
     if fu is not None:
         out["fault_unmap"] = asdict(fu)
     out["targets"] = TARGETS
@@ -112,6 +113,22 @@ def human(n: float) -> str:
 
 def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def _time_by_kind(tc: dict[str, Any]) -> list[str]:
+    """The table of where the churn's time went, by operation kind (costliest first)."""
+    secs = tc.get("seconds_by_kind") or {}
+    if not secs:
+        return []
+    total = sum(secs.values())
+    lines = ["Time by operation kind (a split, the shrinker's or a reclaim's, counts in the "
+             "operation that made it):", "",
+             "| operation | count | time | share | per operation |", "|---|---:|---:|---:|---:|"]
+    for k, v in sorted(secs.items(), key=lambda kv: -kv[1]):
+        n = tc["ops_by_kind"].get(k, 0)
+        lines.append(f"| {k} | {n:,} | {v:,.2f} s | {v / total:.0%} | "
+                     f"{1e6 * v / n if n else 0:,.0f} us |")
+    return lines + [""]
 
 
 def render_markdown(s: dict[str, Any], plot: str | None = None,
@@ -171,7 +188,6 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
     else:
         res = tc["resident_bytes_by_order"]
         phases = ", ".join(f"{k} {v:,.1f} s" for k, v in tc["phase_seconds"].items())
-        phases = ", ".join(f"{k} {v:,.1f} s" for k, v in tc["phase_seconds"].items())
         lines += [
             f"- wall time {tib_s:,.1f} s ({phases})",
             f"- {tc['ops']:,} simulated operations, {s['ops_per_second']:,.0f} ops/s "
@@ -182,6 +198,7 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
             f"small pages {human(res['order0'])} ({tc['small_page_fraction']:.0%} small)",
             "- operations: " + ", ".join(f"{k} {v:,}" for k, v in tc["ops_by_kind"].items()),
             "- counters: " + ", ".join(f"{k} {v:,}" for k, v in tc["counters"].items()), ""]
+        lines += _time_by_kind(tc)
     lines += ["## 3. Growth", "",
               "| size | regions | ops | wall | ops/s | peak RSS | per simulated GiB | small |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
