@@ -203,6 +203,10 @@ def test_released_large_folio_gives_back_its_side_table_row() -> None:
     assert s.folios.entire[f] == 1
     assert p.munmap(a, PMD) == 0
     assert s.folios.lid[f] == 0 and s.folios.free_lids.tolist() == [lid]
+    # a free row keeps no side-table row (new folios take free rows without resetting it)
+    s.folios.lid[f] = lid
+    assert only(s, "lid of free folio rows").found == lid
+    s.folios.lid[f] = 0
     b = p.mmap_region(PMD)
     assert p.write(b, PMD, 8) == 0
     g = pmd_folio(p, b)

@@ -173,6 +173,8 @@ class IndexColumn:
 
     def __getitem__(self, key: Any) -> Any:
         F = self.F
+        if isinstance(key, int):  # one folio: Python ints (a fifth of the numpy scalar way)
+            return (F.index_hi.item(key) << 32) | F.index_lo.item(key)
         return (F.index_hi[key].astype(np.int64) << 32) | F.index_lo[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -306,8 +308,9 @@ class Folios:
     # reserved, so that their untouched rows cost nothing; every other column is written for
     # every folio, its rows in use are all touched anyway, and takes huge pages (:func:`reserved`)
     _SPARSE = ("lid", "mlock_count")
-    # what :meth:`new` / :meth:`new_many` reset in a reused row (:meth:`_fill` sets the rest)
-    _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma"))
+    # what :meth:`new` / :meth:`new_many` reset in a reused row (:meth:`_fill` sets the rest;
+    # ``lid`` is 0 in every free row: a released folio gives its side-table row back)
+    _ZEROED = tuple(c for c in _COLS if c not in ("pfn", "order", "ref", "anon_vma", "lid"))
     # Large folios only: nr_mapped and the per-mm mapping counts mmc0/mmc1 are at most 512
     # (a page is mapped at most once per mm); 26 bytes a large folio.
     _LARGE = {
@@ -366,7 +369,8 @@ class Folios:
             ids = np.arange(fresh.start, fresh.stop, dtype=np.int64)
         else:
             for name in self._ZEROED:
-                getattr(self, name)[reused] = 0
+                if not (flags and name == "flags"):  # else set below
+                    getattr(self, name)[reused] = 0
             ids = rows = np.concatenate(
                 (reused, np.arange(fresh.start, fresh.stop, dtype=np.int64))) if rest else reused
         self._fill(rows, pfns, order, ref, anon_vma)
@@ -495,7 +499,7 @@ class Folios:
 
     # -- per-page state -------------------------------------------------------------------
     def nr(self, f: int) -> int:
-        return 1 << int(self.order[f])
+        return 1 << self.order.item(f)
 
     def arrays(self, f: int) -> PageArrays:
         """The per-page arrays of a large folio, materialised from the uniform state."""

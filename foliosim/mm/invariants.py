@@ -427,6 +427,9 @@ class _Checker:
         for f in np.flatnonzero(alive & ((order > 0) != (lid > 0))):
             self.folio(f, "lid (a side-table row exactly for large folios)", bool(order[f] > 0),
                        int(lid[f]))
+        if (lid[~alive] != 0).any():  # new folios take free rows as they are
+            self.system("lid of free folio rows (a released folio gives its row back)", 0,
+                        int(lid[~alive].max()))
         big_lids = lid[alive & (lid > 0)]
         if len(np.unique(big_lids)) != len(big_lids):
             self.system("lid (side-table rows shared by two folios)", "unique", "shared")
