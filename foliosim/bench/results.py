@@ -214,9 +214,12 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
     if f4 is None:
         lines += ["Not run.", ""]
     else:
+        rates = f4.get("rates") or []
+        spread = (f" (median of {len(rates)} batches of {f4['folios'] // len(rates):,}; "
+                  f"{min(rates):,.0f} to {max(rates):,.0f})" if rates else "")
         lines += [f"{f4['folios']:,} PMD THPs write-faulted and unmapped in batches (write a "
-                  f"region at once, munmap it at once): {f4['per_second']:,.0f} folios/s; one "
-                  f"slot at a time (write 2 MiB, munmap 2 MiB): "
+                  f"region at once, munmap it at once): {f4['per_second']:,.0f} folios/s"
+                  f"{spread}; one slot at a time (write 2 MiB, munmap 2 MiB): "
                   f"{f4['single_per_second']:,.0f} folios/s.", ""]
     if hot_spots:
         lines += ["## Hot spots (profile of the churn)", "", hot_spots.strip(), ""]
