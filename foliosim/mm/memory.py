@@ -196,8 +196,8 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
     return 0
 
 
-def _new_anon_folios(s: System, vma: VMA, pfns: list[int], order: int, index: np.ndarray,
-                     extra: int = 0) -> np.ndarray:
+def _new_anon_folios(s: System, vma: VMA, pfns: list[int] | np.ndarray, order: int,
+                     index: np.ndarray, extra: int = 0) -> np.ndarray:
     """``folio_alloc`` + the flag, anon_vma and index part of ``folio_add_new_anon_rmap``
     (exclusive) + ``folio_add_lru_vma`` for many new folios of ``order`` at once: mlocked,
     with the counters, in a VM_LOCKED VMA (``mlock_new_folio``). ``index`` is each folio's

@@ -40,25 +40,28 @@ class BuddyAllocator:
             raise OutOfMemory(order)
         return got[0]
 
-    def alloc_many(self, n: int) -> list[int]:
+    def alloc_many(self, n: int) -> np.ndarray:
         """``n`` order-0 pages at once (``alloc_pages_bulk``): whole blocks are taken and
-        broken up, so the PFNs are mostly contiguous. All or nothing: raises
+        broken up, so the PFNs are mostly contiguous (an int64 array). All or nothing: raises
         :class:`OutOfMemory`, taking no page, when fewer than ``n`` pages are free (any free
         block yields order-0 pages, so ``nr_free >= n`` is enough)."""
         if n > self.nr_free:
             raise OutOfMemory(0)
-        out: list[int] = []
-        while len(out) < n:
-            need = n - len(out)
-            order = min(need.bit_length() - 1, MAX_PAGE_ORDER)
+        runs: list[np.ndarray] = []
+        got = 0
+        while got < n:
+            order = min((n - got).bit_length() - 1, MAX_PAGE_ORDER)
             while True:
                 try:
                     pfn = self.alloc(order)
                     break
                 except OutOfMemory:  # fragmented: smaller blocks (order 0 always succeeds)
                     order -= 1
-            out.extend(range(pfn, pfn + (1 << order)))
-        return out
+            runs.append(np.arange(pfn, pfn + (1 << order), dtype=np.int64))
+            got += 1 << order
+        if len(runs) == 1:
+            return runs[0]
+        return np.concatenate(runs) if runs else np.zeros(0, np.int64)
 
     def alloc_upto(self, order: int, n: int) -> list[int]:
         """Up to ``n`` blocks of ``order``, one after the other, stopping at the first that
