@@ -400,3 +400,73 @@ def test_random_workloads_small_ram(ops: list[tuple[str, int, int, int]], ram: i
     """The churn's operations with memory running out: same state and results on both paths."""
     twin(lambda s, p: _run_ops(s, p, ops), ram_bytes=ram, fail_orders=fail, **MIX,
          max_ptes_none=mpn)
+
+
+def _exact(s: System) -> dict[str, Any]:
+    """Everything a write fault leaves, PFNs and folio ids included: the columns of every
+    folio row, every process's tables and VMAs, the counters and the buddy free lists."""
+    F = s.folios
+    n = F.next_id
+    out: dict[str, Any] = {name: getattr(F, name)[:n].tolist() for name in F._COLS}
+    out["index"] = F.index[:n].tolist()
+    out["free_ids"] = F.free_ids.tolist()
+    for name, p in sorted(s.processes.items()):
+        out[name] = (p.mm.anon_pages, [(v.start, v.end, v.flags) for v in p.mm.vmas],
+                     {slot: (e.fid, e.bits) if isinstance(e, PmdLeaf) else
+                      (e.fid.tolist(), e.idx.tolist(), e.bits.tolist())
+                      for slot, e in sorted(p.mm.pmd.items())})
+    out["events"] = dict(s.vmstat.events)
+    out["mthp"] = {o: dict(d) for o, d in s.vmstat.mthp.items()}
+    b = s.buddy
+    out["buddy"] = ([sorted(x) for x in b.free], b.frontier, b.nr_free)
+    return out
+
+
+@pytest.mark.parametrize("case", ["never", "nohugepage", "table-inside", "mlocked", "low-ram"])
+def test_write_over_empty_slots_is_slot_by_slot(monkeypatch: pytest.MonkeyPatch,
+                                               case: str) -> None:
+    """A write over many whole empty PMD slots where only order-0 folios can result maps them
+    all in one step (``do_anonymous_slots_bulk``), leaving exactly what the same stores a
+    slot at a time leave (each slot's own bulk fault): the same PFNs, folio ids, columns,
+    tables, counters and free lists; and the same return value when memory runs out."""
+    from foliosim.mm import memory
+
+    size = 19 * M + 12 * K  # a partial slot at each end around whole ones
+
+    def run(by_slot: bool) -> tuple[list[int], dict[str, Any], int]:
+        s = System(ThpSettings(enabled="madvise" if case == "nohugepage" else "never"),
+                   ram_bytes=12 * M if case == "low-ram" else 1 << 40)
+        p = s.process("main")
+        a = p.mmap_region(size, misalign=12 * K)
+        if case == "nohugepage":
+            p.madvise(a, size, "nohugepage")
+        if case == "table-inside":  # slot 4 of the region already has a table
+            p.write(a + 8 * M + 4 * K, 4 * K, 5)
+        if case == "mlocked":
+            assert p.mlock(a, size, onfault=True) == 0
+        bounds = [a, *range(((a >> 21) + 1) << 21, a + size, 2 * M), a + size]
+        pieces = list(zip(bounds[:-1], bounds[1:], strict=True)) if by_slot else [(a, a + size)]
+        r = []
+        for lo, hi in pieces:  # the slot-by-slot stores stop where one store would
+            r.append(p.write(lo, hi - lo, 7))
+            if r[-1]:
+                break
+        assert not check_invariants(s)
+        return r, _exact(s), calls[0]
+
+    calls = [0]
+    real = memory.do_anonymous_slots_bulk
+
+    def counted(*args: Any) -> int:
+        n = real(*args)
+        calls[0] += n > 0
+        return n
+
+    monkeypatch.setattr(memory, "do_anonymous_slots_bulk", counted)
+    ref_r, ref, _ = run(by_slot=True)
+    calls[0] = 0
+    got_r, got, used = run(by_slot=False)
+    assert used == (0 if case == "low-ram" else 2 if case == "table-inside" else 1)
+    assert ref_r[-1] == got_r[-1] == (-12 if case == "low-ram" else 0)  # -ENOMEM: RAM ran out
+    for key in ref:
+        assert got[key] == ref[key], key

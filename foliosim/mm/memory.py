@@ -243,6 +243,41 @@ def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int
     return n
 
 
+def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
+    """Write faults over the whole empty PMD slots from ``addr`` (on a slot boundary) up to
+    ``end`` (in ``vma``) where only order-0 folios can result (no PMD THP, no mTHP order
+    allowed): the same as :func:`bulk_fault` then :func:`do_anonymous_pages_bulk` slot
+    after slot (each slot's pages allocated in turn, so the same PFNs and folio ids), with
+    the steps on the new folios done once for all of them. Returns the pages mapped (0:
+    fewer than two such slots, or less free memory than they need: slot by slot)."""
+    if s.tracing or s.alloc_fails(0):
+        return 0
+    mm = vma.mm
+    slot, last = addr >> 21, min(end, vma.end) >> 21
+    k = 0
+    while slot + k < last and slot + k not in mm.pmd:
+        k += 1
+    n = k * PTRS_PER_PTE
+    if k < 2 or n > s.buddy.nr_free or not _pte_level_fault(s, vma, None, addr) \
+            or huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault"):
+        return 0
+    F = s.folios
+    anon_vma_prepare(vma)
+    pfns = np.concatenate([s.buddy.alloc_many(PTRS_PER_PTE) for _ in range(k)])
+    ids = _new_anon_folios(s, vma, pfns, 0,
+                           vma.linear_page_index(addr) + np.arange(n, dtype=np.int64))
+    F.large[ids] = 1
+    F.val[ids] = value
+    bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    for j in range(k):
+        pt = PteTable()
+        pt.fid[:] = ids[j * PTRS_PER_PTE:(j + 1) * PTRS_PER_PTE]
+        pt.bits[:] = bits
+        mm.pmd[slot + j] = pt
+    mm.anon_pages += n
+    return n
+
+
 def _pte_level_fault(s: System, vma: VMA, ent: PmdLeaf | PteTable | None, addr: int) -> bool:
     """Does a write fault at ``addr`` (slot entry ``ent``) go to the PTE level: no PMD
     mapping there, and an empty slot that gets no PMD THP (``__handle_mm_fault``)?"""

@@ -297,6 +297,10 @@ class Process:
                 if big:
                     a += big
                     continue
+                n = memory.do_anonymous_slots_bulk(s, vma, a, end, value)
+                if n:
+                    a += n << 12
+                    continue
             n = memory.bulk_fault(s, vma, a, nxt, value)
             if n:
                 a += n << 12
