@@ -229,18 +229,27 @@ def do_anonymous_pages_bulk(s: System, vma: VMA, pt: PteTable, addr: int, n: int
     n = min(n, s.buddy.nr_free)
     if n <= 1 or s.alloc_fails(0) or s.tracing:
         return 0
-    F = s.folios
     i = (addr >> 12) & 511
-    anon_vma_prepare(vma)
-    ids = _new_anon_folios(s, vma, s.buddy.alloc_many(n), 0,
-                           vma.linear_page_index(addr) + _arange(n).astype(np.int64))
-    F.large[ids] = 1
-    F.val[ids] = value
+    ids = _small_folios_faulted(s, vma, s.buddy.alloc_many(n), addr, value)
     pt.fid[i:i + n] = ids
     pt.clear_idx(slice(i, i + n))
     pt.bits[i:i + n] = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
-    vma.mm.anon_pages += n
     return n
+
+
+def _small_folios_faulted(s: System, vma: VMA, pfns: np.ndarray, addr: int, value: int
+                          ) -> np.ndarray:
+    """The new exclusive order-0 folios at ``pfns`` of write faults on the pages from
+    ``addr`` on: each mapped once, holding ``value``, counted in the mm; the caller writes
+    the PTEs. Returns their ids."""
+    F = s.folios
+    anon_vma_prepare(vma)
+    ids = _new_anon_folios(s, vma, pfns, 0,
+                           vma.linear_page_index(addr) + np.arange(len(pfns), dtype=np.int64))
+    F.large[ids] = 1
+    F.val[ids] = value
+    vma.mm.anon_pages += len(ids)
+    return ids
 
 
 def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
@@ -261,20 +270,14 @@ def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int
     if k < 2 or n > s.buddy.nr_free or not _pte_level_fault(s, vma, None, addr) \
             or huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault"):
         return 0
-    F = s.folios
-    anon_vma_prepare(vma)
     pfns = np.concatenate([s.buddy.alloc_many(PTRS_PER_PTE) for _ in range(k)])
-    ids = _new_anon_folios(s, vma, pfns, 0,
-                           vma.linear_page_index(addr) + np.arange(n, dtype=np.int64))
-    F.large[ids] = 1
-    F.val[ids] = value
+    ids = _small_folios_faulted(s, vma, pfns, addr, value)
     bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     for j in range(k):
         pt = PteTable()
         pt.fid[:] = ids[j * PTRS_PER_PTE:(j + 1) * PTRS_PER_PTE]
         pt.bits[:] = bits
         mm.pmd[slot + j] = pt
-    mm.anon_pages += n
     return n
 
 
