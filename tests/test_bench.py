@@ -132,9 +132,10 @@ def test_bench_rejects_bad_sizes(tmp_path: Path) -> None:
 def test_time_by_kind_table_costliest_first() -> None:
     from foliosim.bench.results import _time_by_kind
 
-    lines = _time_by_kind({"seconds_by_kind": {"munmap": 1.0, "fork": 3.0},
-                           "ops_by_kind": {"munmap": 4, "fork": 2}})
+    lines = _time_by_kind({"seconds_by_kind": {"munmap": 1.0, "fork": 3.0, "write": 0.004},
+                           "ops_by_kind": {"munmap": 4, "fork": 2, "write": 10}})
     rows = [line for line in lines if line.startswith("| ") and "s |" in line]
-    assert rows == ["| fork | 2 | 3.00 s | 75% | 1,500,000 us |",
-                    "| munmap | 4 | 1.00 s | 25% | 250,000 us |"]
+    assert rows == ["| fork | 2 | 3.00 s | 75% | 1.50 s |",
+                    "| munmap | 4 | 1.00 s | 25% | 250.0 ms |",
+                    "| write | 10 | 0.00 s | 0% | 400 us |"]
     assert _time_by_kind({"ops_by_kind": {"fork": 1}}) == []  # figures saved before timing

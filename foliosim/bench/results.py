@@ -127,8 +127,15 @@ def _time_by_kind(tc: dict[str, Any]) -> list[str]:
     for k, v in sorted(secs.items(), key=lambda kv: -kv[1]):
         n = tc["ops_by_kind"].get(k, 0)
         lines.append(f"| {k} | {n:,} | {v:,.2f} s | {v / total:.0%} | "
-                     f"{1e6 * v / n if n else 0:,.0f} us |")
+                     f"{_duration(v / n if n else 0.0)} |")
     return lines + [""]
+
+
+def _duration(sec: float) -> str:
+    """``354 us``, ``45.3 ms`` or ``6.76 s``."""
+    if sec < 1e-3:
+        return f"{sec * 1e6:.0f} us"
+    return f"{sec * 1e3:.1f} ms" if sec < 1 else f"{sec:.2f} s"
 
 
 def render_markdown(s: dict[str, Any], plot: str | None = None,
