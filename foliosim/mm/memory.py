@@ -253,12 +253,13 @@ def _small_folios_faulted(s: System, vma: VMA, pfns: np.ndarray, addr: int, valu
 
 
 def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int) -> int:
-    """Write faults over the whole empty PMD slots from ``addr`` (on a slot boundary) up to
-    ``end`` (in ``vma``) where only order-0 folios can result (no PMD THP, no mTHP order
-    allowed): the same as :func:`bulk_fault` then :func:`do_anonymous_pages_bulk` slot
-    after slot (each slot's pages allocated in turn, so the same PFNs and folio ids), with
-    the steps on the new folios done once for all of them. Returns the pages mapped (0:
-    fewer than two such slots, or less free memory than they need: slot by slot)."""
+    """Write faults (``do_anonymous_page``, each mapping a new exclusive order-0 folio) over
+    the whole empty PMD slots from ``addr`` (on a slot boundary) up to ``end`` (in ``vma``)
+    where only order-0 folios can result (no PMD THP, no mTHP order allowed): the same as
+    :func:`bulk_fault` then :func:`do_anonymous_pages_bulk` slot after slot (each slot's
+    pages allocated in turn, so the same PFNs and folio ids), with the steps on the new
+    folios done once for all of them. Returns the pages mapped (0: fewer than two such
+    slots, or less free memory than they need: slot by slot)."""
     if s.tracing or s.alloc_fails(0):
         return 0
     mm = vma.mm
