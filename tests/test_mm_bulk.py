@@ -21,6 +21,7 @@ from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, PG_FREE, PG_SWAPBACKED, Z
 from foliosim.mm.invariants import check_invariants
 from foliosim.mm.pgtable import P_DIRTY, P_SWAP, PmdLeaf
 from foliosim.mm.system import Process, System, ThpSettings
+from foliosim.policies import POLICIES, make_policy
 
 K, M = 1 << 10, 1 << 20
 
@@ -468,5 +469,32 @@ def test_write_over_empty_slots_is_slot_by_slot(monkeypatch: pytest.MonkeyPatch,
     got_r, got, used = run(by_slot=False)
     assert used == (0 if case == "low-ram" else 2 if case == "table-inside" else 1)
     assert ref_r[-1] == got_r[-1] == (-12 if case == "low-ram" else 0)  # -ENOMEM: RAM ran out
+    for key in ref:
+        assert got[key] == ref[key], key
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("shrink_underused", [True, False])
+def test_thp_write_over_empty_slots_queues_as_slot_by_slot(policy: str,
+                                                           shrink_underused: bool) -> None:
+    """Write faults over many empty PMD slots (``do_huge_pmd_anonymous_pages_bulk``) queue the
+    new THPs as ``do_huge_pmd_anonymous_page`` one at a time does: through the policy's
+    ``deferred_split_folio`` (linux-6.11 never queues a new THP), then as underused
+    candidates only when the shrinker may split them; the shrink after leaves the same."""
+    def run(by_slot: bool) -> dict[str, Any]:
+        s = System(ThpSettings(enabled="always", shrink_underused=shrink_underused),
+                   policy=make_policy(policy))
+        p = s.process("main")
+        a = p.mmap_region(8 * M)
+        for lo in range(a, a + 8 * M, 2 * M if by_slot else 8 * M):
+            assert p.write(lo, 2 * M if by_slot else 8 * M, 1) == 0
+        out = {"queue": list(s.deferred_queue), **_exact(s)}
+        assert p.write(a, 2 * M, 0) == 0  # the first THP now holds zeros: underused
+        s.shrink()
+        out["after shrink"] = _exact(s)
+        return out
+
+    ref, got = run(by_slot=True), run(by_slot=False)
+    assert len(ref["queue"]) == (4 if shrink_underused and policy != "linux-6.11" else 0)
     for key in ref:
         assert got[key] == ref[key], key

@@ -761,7 +761,8 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
                                      value: int) -> int:
     """Write faults on consecutive empty PMD slots wholly covered by ``[addr, end)``, each
     mapping a new PMD THP (``do_huge_pmd_anonymous_page``), done at once: same counters, same
-    underused-candidate queueing, same mlock in a VM_LOCKED VMA. Returns bytes covered."""
+    underused-candidate queueing (``deferred_split_folio``, the policy's hook first, folio
+    after folio), same mlock in a VM_LOCKED VMA. Returns bytes covered."""
     mm = vma.mm
     if s.tracing or s.alloc_fails(9) or addr % PMD_SIZE:
         return 0
@@ -779,19 +780,21 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
         return 0
     n = len(pfns)
     slots = slots[:n]
-    queue = s.settings.shrink_underused
     f = _new_anon_folios(s, vma, pfns, 9,
-                         vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64),
-                         PG_QUEUED if queue else 0)
+                         vma.linear_page_index(addr) + 512 * np.arange(n, dtype=np.int64))
     F.entire[f] = 1
     F.large[f] = 1
     F.mm0[f] = mm.id
     F.mmc0[f] = 1
     F.val[f] = value
     bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    # deferred_split_folio(folio, false) after each map: a policy may queue its own way (or
+    # not at all); otherwise underused candidates when the shrinker may split them
+    queue = s.settings.shrink_underused
     for slot, g in zip(slots, f.tolist(), strict=True):
         mm.pmd[slot] = PmdLeaf(g, bits)
-        if queue:
+        if not s.policy.deferred_split_folio(s, g, False) and queue:
+            F.flags[g] |= PG_QUEUED
             s.deferred_queue[g] = None
     mm.anon_pages += 512 * n
     s.vmstat.count("nr_anon_transparent_hugepages", n)
