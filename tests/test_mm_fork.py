@@ -493,3 +493,22 @@ def test_processes_alive_at_once_are_bounded_by_the_16_bit_page_mapcount(monkeyp
         p.fork("c3")
     c1.exit()
     assert p.fork("c3").name == "c3"
+
+
+def test_fork_to_the_name_of_a_live_process_is_refused() -> None:
+    """A child name already in use by a live process is a caller's mistake: a clear error,
+    nothing changed; once that process has exited the name is free again."""
+    import pytest
+
+    s = make_system()
+    p = s.process("main")
+    a = region(p, PMD, advice=None)
+    assert p.write(a, PMD, 1) == 0
+    c = p.fork("c")
+    with pytest.raises(ValueError, match="'c' already"):
+        p.fork("c")
+    with pytest.raises(ValueError, match="'main' already"):
+        c.fork("main")
+    assert sorted(s.processes) == ["c", "main"] and mapcount(s, folio_at(p, a)[0]) == 2
+    c.exit()
+    assert p.fork("c").alive

@@ -424,8 +424,11 @@ class Process:
 
     # -- processes --------------------------------------------------------------------------
     def fork(self, child: str) -> Process:
-        """``fork``: a new process sharing every page copy-on-write."""
+        """``fork``: a new process sharing every page copy-on-write; ``child`` names it and
+        must not name a live process (ValueError)."""
         s = self.system
+        if child in s.processes:
+            raise ValueError(f"fork: a live process is named {child!r} already")
         c = s.process(child)
         s.region_names[c.mm.id] = list(s.region_names.get(self.mm.id, ()))
         mmap.dup_mmap(s, self.mm, c.mm)
