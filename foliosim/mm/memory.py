@@ -790,12 +790,13 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
     bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
     # deferred_split_folio(folio, false) after each map: a policy may queue its own way (or
     # not at all); otherwise underused candidates when the shrinker may split them
-    queue = s.settings.shrink_underused
+    queue, queued = s.settings.shrink_underused, []
     for slot, g in zip(slots, f.tolist(), strict=True):
         mm.pmd[slot] = PmdLeaf(g, bits)
         if not s.policy.deferred_split_folio(s, g, False) and queue:
-            F.flags[g] |= PG_QUEUED
+            queued.append(g)
             s.deferred_queue[g] = None
+    F.flags[queued] |= PG_QUEUED
     mm.anon_pages += 512 * n
     s.vmstat.count("nr_anon_transparent_hugepages", n)
     s.vmstat.count("thp_fault_alloc", n)
