@@ -69,6 +69,15 @@ def test_ratios_by_op_and_overall_leave_out_observe_and_unmeasured_steps() -> No
     assert r.steps == 2 and r.count == {"mmap": 1, "write": 1}
 
 
+def test_median_steps_takes_each_steps_median_over_the_runs() -> None:
+    from foliosim.bench.corpus import median_steps
+
+    runs = [{"name": "x", "steps": [{"op": "mmap", "ns": a, "ret": 0}, {"op": "write", "ns": b}]}
+            for a, b in ((5, 40), (100, 10), (7, 20))]
+    assert median_steps(runs) == {"name": "x", "steps": [{"op": "mmap", "ns": 7, "ret": 0},
+                                                         {"op": "write", "ns": 20}]}
+
+
 def test_corpus_one_scenario_on_both_targets() -> None:
     from foliosim.targets import live
 

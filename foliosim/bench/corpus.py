@@ -1,14 +1,17 @@
 """Part 1 of ``foliosim bench``: the scenario corpus on the simulator and on the live kernel,
 time per step compared (sim/native) per op kind and over all non-observe steps.
 
-The simulator is timed warm: every scenario runs once to warm up, then a second run is timed.
-The native time is the ``ns`` the live runner measured around each syscall in its agent. Steps
-the live runner answers without a syscall (``ns == 0``: an access check that found the range
-unmapped) and ``observe`` steps are left out of both sides.
+The simulator is timed warm: every scenario runs once to warm up, then :data:`SIM_RUNS` timed
+runs give each step the median of its times (a step of a few microseconds is otherwise at the
+mercy of one scheduler hiccup or collection). The native time is the ``ns`` the live runner
+measured around each syscall in its agent, in one run. Steps the live runner answers without
+a syscall (``ns == 0``: an access check that found the range unmapped) and ``observe`` steps
+are left out of both sides.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +20,9 @@ from typing import Any
 
 from foliosim.scenario import Scenario, load_scenario
 
-__all__ = ["CorpusResult", "corpus_files", "run_corpus", "ratios"]
+__all__ = ["CorpusResult", "SIM_RUNS", "corpus_files", "run_corpus", "ratios", "median_steps"]
+
+SIM_RUNS = 5
 
 CORPUS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -70,6 +75,15 @@ def ratios(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> CorpusResult:
     return res
 
 
+def median_steps(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first of several runs of one scenario with each step's ``ns`` the median of that
+    step's ``ns`` over the runs (the runs are deterministic: the same steps in order)."""
+    out = dict(docs[0])
+    out["steps"] = [{**st, "ns": int(statistics.median(int(d["steps"][i]["ns"]) for d in docs))}
+                    for i, st in enumerate(docs[0]["steps"])]
+    return out
+
+
 def run_corpus(files: list[Path], progress: Callable[[str, int, int], None] | None = None
                ) -> CorpusResult:
     """Run every scenario warm on the simulator and once on the live kernel; a scenario the
@@ -95,7 +109,7 @@ def run_corpus(files: list[Path], progress: Callable[[str, int, int], None] | No
             skipped.append(f"{scenario.name}: live run failed: {e}")
             continue
         sim.run(scenario)  # warm-up
-        pairs.append((sim.run(scenario), live_doc))
+        pairs.append((median_steps([sim.run(scenario) for _ in range(SIM_RUNS)]), live_doc))
     res = ratios(pairs)
     res.skipped = skipped
     return res

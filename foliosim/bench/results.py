@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from foliosim.bench.churn import ChurnResult, GiB, TiB
-from foliosim.bench.corpus import CorpusResult
+from foliosim.bench.corpus import SIM_RUNS, CorpusResult
 from foliosim.bench.faultunmap import FaultUnmapResult
 
 __all__ = ["TARGETS", "growth_row", "machine", "plot_growth", "render_markdown", "summary"]
@@ -176,8 +176,9 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
         lines += [f"Skipped: the live kernel is unavailable here ({c['unavailable']}).", ""]
     else:
         lines += [f"{c['scenarios']} scenarios, {c['steps']} non-observe steps; the simulator "
-                  "timed warm (second run), the kernel by the live runner's `ns` around each "
-                  "syscall in its C agent.", "",
+                  f"timed warm (each step the median of {SIM_RUNS} runs after a warm-up), the "
+                  "kernel by the live runner's `ns` around each syscall in its C agent (one "
+                  "run).", "",
                   "| op | steps | sim total | native total | sim/native |",
                   "|---|---:|---:|---:|---:|"]
         for op, r in sorted(s["ratio_by_op"].items(), key=lambda kv: -kv[1]):
