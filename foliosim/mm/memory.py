@@ -197,14 +197,14 @@ def do_anonymous_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool)
 
 
 def _new_anon_folios(s: System, vma: VMA, pfns: list[int] | np.ndarray, order: int,
-                     index: np.ndarray, extra: int = 0) -> np.ndarray:
+                     index: np.ndarray) -> np.ndarray:
     """``folio_alloc`` + the flag, anon_vma and index part of ``folio_add_new_anon_rmap``
     (exclusive) + ``folio_add_lru_vma`` for many new folios of ``order`` at once: mlocked,
     with the counters, in a VM_LOCKED VMA (``mlock_new_folio``). ``index`` is each folio's
     page index; the caller sets the mapcounts. Returns the folio ids."""
     F = s.folios
     f = F.new_many(pfns, order)
-    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE | extra
+    flags = PG_SWAPBACKED | PG_LRU | PG_ANON | PG_ANON_EXCLUSIVE
     if vma.flags & VM_LOCKED:
         flags |= PG_MLOCKED | PG_UNEVICTABLE
         F.mlock_count[f] = 1
