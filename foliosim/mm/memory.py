@@ -263,10 +263,7 @@ def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int
     if s.tracing or s.alloc_fails(0):
         return 0
     mm = vma.mm
-    slot, last = addr >> 21, min(end, vma.end) >> 21
-    k = 0
-    while slot + k < last and slot + k not in mm.pmd:
-        k += 1
+    slot, k = addr >> 21, _empty_slots(mm, addr, min(end, vma.end))
     n = k * PTRS_PER_PTE
     if k < 2 or n > s.buddy.nr_free or not _pte_level_fault(s, vma, None, addr) \
             or huge_memory.thp_vma_allowable_orders(s, vma, range(8, 1, -1), "pagefault"):
@@ -280,6 +277,16 @@ def do_anonymous_slots_bulk(s: System, vma: VMA, addr: int, end: int, value: int
         pt.bits[:] = bits
         mm.pmd[slot + j] = pt
     return n
+
+
+def _empty_slots(mm: MM, addr: int, end: int) -> int:
+    """How many PMD slots in a row from ``addr`` (on a slot boundary), each wholly below
+    ``end``, have nothing mapped (no PTE table, no PMD mapping)."""
+    slot, last = addr >> 21, end >> 21
+    k = 0
+    while slot + k < last and slot + k not in mm.pmd:
+        k += 1
+    return k
 
 
 def _pte_level_fault(s: System, vma: VMA, ent: PmdLeaf | PteTable | None, addr: int) -> bool:
@@ -766,11 +773,7 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
     mm = vma.mm
     if s.tracing or s.alloc_fails(9) or addr % PMD_SIZE:
         return 0
-    slots = []
-    a = addr
-    while a + PMD_SIZE <= end and (a >> 21) not in mm.pmd:
-        slots.append(a >> 21)
-        a += PMD_SIZE
+    slots = list(range(addr >> 21, (addr >> 21) + _empty_slots(mm, addr, end)))
     if len(slots) < 2:
         return 0
     anon_vma_prepare(vma)
