@@ -377,12 +377,20 @@ class Process:
                         continue
                 else:
                     # a run of present pages needs nothing; a run of empty PTEs takes the
-                    # read faults of do_anonymous_page at once (the shared zero page)
+                    # read faults of do_anonymous_page at once (the shared zero page); a run
+                    # of swap entries takes do_swap_page entry by entry
                     n = (min(nxt, vma.end) - a) >> 12
                     fid = ent.fid[i:i + n]
-                    present = (fid != -1) & ((ent.bits[i:i + n] & P_SWAP) == 0)
-                    kind = present if present[0] else (fid == -1)
+                    swap = (ent.bits[i:i + n] & P_SWAP) != 0
+                    present = (fid != -1) & ~swap
+                    kind = present if present[0] else swap if swap[0] else (fid == -1)
                     run = n if kind.all() else int(kind.argmin())
+                    if swap[0]:
+                        for j in range(i, i + run):
+                            if ent.bits[j] & P_SWAP:
+                                memory.handle_pte_fault(s, vma, ent, a, False, False)
+                            a += 4096
+                        continue
                     if run:
                         if not present[0]:
                             ent.fid[i:i + run] = ZERO_FID
