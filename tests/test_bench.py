@@ -138,6 +138,24 @@ def test_bench_rejects_bad_sizes(tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--profile", "abc"], "--profile: expected a size"),
+    (["--profile", "1M"], "--profile: give sizes of at least 2M"),
+    (["--from-json", "{dir}/bad.json"], "bad.json: not valid JSON"),
+    (["--from-json", "{dir}/list.json"], "list.json: not a bench.json"),
+])
+def test_bench_names_the_bad_option_or_file(tmp_path: Path, args: list[str], says: str
+                                            ) -> None:
+    (tmp_path / "bad.json").write_text("{bad")
+    (tmp_path / "list.json").write_text("[]")
+    argv = ["bench", "--no-corpus", "--out", str(tmp_path)] + [
+        a.format(dir=tmp_path) for a in args]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output
+
+
 def test_time_by_kind_table_costliest_first() -> None:
     from foliosim.bench.results import _time_by_kind
 

@@ -21,15 +21,16 @@ FULL_SIZES = "1G,16G,256G,1T"
 QUICK_SIZES = "1G,4G,16G"
 
 
-def _sizes(text: str) -> list[int]:
+def _sizes(text: str, option: str = "--sizes") -> list[int]:
+    """The sizes of a comma-separated ``option`` value, each at least 2 MiB, sorted."""
     from foliosim.scenario.model import parse_size
 
     try:
         sizes = [parse_size(x.strip()) for x in text.split(",") if x.strip()]
     except (ValueError, TypeError) as e:
-        raise BadInput(f"--sizes: {e}") from None
+        raise BadInput(f"{option}: {e}") from None
     if not sizes or any(s < (2 << 20) for s in sizes):
-        raise BadInput("--sizes: give sizes of at least 2M, e.g. 1G,16G,256G,1T")
+        raise BadInput(f"{option}: give sizes of at least 2M, e.g. 1G,16G,256G,1T")
     return sorted(set(sizes))
 
 
@@ -62,7 +63,7 @@ def bench(
     from foliosim.bench import results as rs
 
     size_list = _sizes(sizes or (QUICK_SIZES if quick else FULL_SIZES))
-    prof_size = _sizes(profile)[0] if profile else None
+    prof_size = _sizes(profile, "--profile")[0] if profile else None
     if not out_dir.is_dir():
         if not out_dir.parent.is_dir():
             raise BadInput(f"{out_dir}: directory {str(out_dir.parent)!r} does not exist")
@@ -79,6 +80,8 @@ def bench(
             summary = json.loads(from_json.read_text())
         except FileNotFoundError:
             raise BadInput(f"{from_json}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise BadInput(f"{from_json}: not valid JSON ({e})") from None
         if not isinstance(summary, dict) or "growth" not in summary:
             raise BadInput(f"{from_json}: not a bench.json of foliosim bench")
     else:
