@@ -176,6 +176,27 @@ def test_pageout_keeps_redirtied_lazyfree_thp_unsplit() -> None:
     assert smap_at(p, a).rss_kb == 2048
 
 
+@pytest.mark.parametrize(("size", "flags"), [
+    (PMD, frozenset({"anon", "anon_exclusive", "thp"})),
+    (PAGE, frozenset({"anon", "anon_exclusive"})),
+])
+def test_pageout_keeps_pinned_lazyfree_folio_lazyfree(size: int, flags: frozenset) -> None:
+    """``try_to_unmap_one`` / ``__discard_anon_folio_pmd_locked``: a clean lazyfree folio with
+    a reference besides its mappings (a pin) is left mapped and NOT made swapbacked again:
+    only a redirtied one is. LazyFree keeps counting it (seen on the live kernel: scenario
+    reclaim-pinned-lazyfree-stays-lazyfree)."""
+    s = make_system()
+    p = s.process("main")
+    a = thp_region(p) if size == PMD else thp_region(p, size, advice="nohugepage")
+    assert p.pin(a, PAGE, "p") == 0
+    assert p.madvise(a, size, "free") == 0
+    c = Counters(s)
+    assert p.madvise(a, size, "pageout") == 0
+    assert "pglazyfreed" not in c.thp()
+    assert {cmp_flags(x) for x in pages(p, a, size)} == {flags}
+    assert smap_at(p, a).lazyfree_kb == size // KB
+
+
 def test_free_of_part_of_mthp_splits_it() -> None:
     """Rule 17: MADV_FREE of 16 KiB inside a 64 KiB folio splits it synchronously; the
     PTE-by-PTE unmap makes it transiently partially mapped (S10_15 row 1: 64K/split+1,

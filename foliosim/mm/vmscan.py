@@ -151,7 +151,9 @@ def _discard_lazyfree(s: System, f: int) -> list[int]:
     """A lazyfree (MADV_FREE'd) folio in ``try_to_unmap_one``: a PMD mapping is split first;
     the PTEs of a clean folio are then discarded in batches (``folio_unmap_pte_batch``, so it
     never looks partially mapped) and ``pglazyfreed`` counts it; a folio written to again is
-    made swapbacked and stays mapped. A VM_LOCKED mapping keeps it."""
+    made swapbacked and stays mapped; one with a reference besides its mappings (a pin) stays
+    mapped and lazyfree (``__discard_anon_folio_pmd_locked`` alike). A VM_LOCKED mapping
+    keeps it."""
     from foliosim.mm.pgtable import PmdLeaf
 
     F = s.folios
@@ -182,9 +184,11 @@ def _discard_lazyfree(s: System, f: int) -> list[int]:
                     F.flags[f] |= PG_DIRTY
                 runs.append((vma, ent, i, n))
                 i += n
-    if F.flags[f] & PG_DIRTY or int(F.ref[f]) != rmap.folio_mapcount(s, f):
+    if F.flags[f] & PG_DIRTY:
         F.flags[f] |= PG_SWAPBACKED  # redirtied: it cannot be discarded
         return []
+    if int(F.ref[f]) != rmap.folio_mapcount(s, f):
+        return []  # an extra reference (a pin, say): kept as it is, still lazyfree
     for vma, pt, i, n in runs:
         k = int(pt.idx[i])
         pt.fid[i:i + n] = NONE
