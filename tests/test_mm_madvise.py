@@ -317,6 +317,39 @@ def test_pageout_with_swap_file_splits_and_swaps_4k_pages() -> None:
     assert "pswpin" not in c.thp()
 
 
+@pytest.mark.parametrize(("mib", "flags"), [
+    (60, {"anon", "anon_exclusive", "swapcache"}),
+    (72, {"anon", "anon_exclusive", "dirty"}),
+])
+def test_swapin_read_frees_the_swap_slot_once_swap_is_half_used(mib: int, flags: set) -> None:
+    """``should_try_to_free_swap``: with more than half the swap space used
+    (``vm_swap_full``), even a read fault drops the swap cache and dirties the page; below it
+    the page stays in the swap cache (live kernel, 128 MiB swap file: 72 MiB paged out vs 60,
+    scenario swap-half-full-read-frees-swap-slot)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, mib * MB)
+    assert p.madvise(a, mib * MB, "pageout") == 0
+    assert p.read(a, 2 * PAGE) == 0
+    assert {frozenset(cmp_flags(x)) for x in pages(p, a, 2 * PAGE)} == {frozenset(flags)}
+
+
+def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
+    """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
+    128 MiB swap file): full from 16384 slots used."""
+    from foliosim.mm.swap import SWAP_FILE_PAGES, SwapFile
+
+    sw = SwapFile()
+    assert SWAP_FILE_PAGES == 32768
+    for _ in range(16383):
+        sw.alloc()
+    assert not sw.full()
+    slot = sw.alloc()
+    assert sw.full()
+    sw.free.append(slot)  # freed again
+    assert not sw.full()
+
+
 def test_pageout_of_half_thp_with_swap_file() -> None:
     """Rule 17 and 23: MADV_PAGEOUT of half a THP splits the folio (no swpout_fallback: the
     split is for the partial range) and swaps out 256 pages (S12b)."""

@@ -27,6 +27,13 @@ class SwapFile:
         self.cache: dict[int, int] = {}    # slot -> folio in the swap cache
         self.exclusive: dict[int, bool] = {}
 
+    def full(self) -> bool:
+        """``vm_swap_full``: fewer than half the slots are free (slot 0, the header, is not a
+        slot)."""
+        total = self.nr - 1
+        used = self.next - 1 - len(self.free)
+        return (total - used) * 2 < total
+
     def alloc(self) -> int | None:
         if self.free:
             return self.free.pop()
@@ -84,7 +91,8 @@ def folio_free_swap(s: System, f: int) -> bool:
 def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
     """``do_swap_page``: map back the swap cache folio of the entry (no disk read while it is
     cached). The swap slot loses this reference; the swap cache is dropped when the mapping is
-    locked or a write will likely be exclusive (``should_try_to_free_swap``). The page is
+    locked, the swap space is more than half used (``mem_cgroup_swap_full`` ->
+    ``vm_swap_full``) or a write will likely be exclusive (``should_try_to_free_swap``). The page is
     mapped exclusive (and writable) if the entry was exclusive or no one else holds the folio;
     otherwise read-only, and a write goes on to ``do_wp_page``."""
     F = s.folios
@@ -99,7 +107,7 @@ def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> i
     s.swap.count[slot] -= 1
     if s.swap.count[slot] == 0:
         del s.swap.count[slot]
-    if vma.flags & VM_LOCKED or F.flags[f] & PG_MLOCKED or (
+    if vma.flags & VM_LOCKED or F.flags[f] & PG_MLOCKED or s.swap.full() or (
             write and int(F.ref[f]) == 1 + F.nr(f)):
         folio_free_swap(s, f)
     mm.anon_pages += 1
