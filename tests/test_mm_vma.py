@@ -318,3 +318,44 @@ def test_mremap_grow_of_locked_mapping_populates_the_new_part() -> None:
     assert g != f and s.folios.order[g] == 9 and is_mlocked(s, g)
     sm = smap_at(p, dst)
     assert (sm.rss_kb, sm.locked_kb) == (4096, 4096)
+
+
+# -- vma_merge_existing_range / vma_merge_new_range: both sides mergeable --------------------
+def _middle_between_two_anon_vmas(p, how: str) -> int:
+    """A 6 MiB region whose [0,2M) and [4M,6M) were written separately (each its own anon_vma)
+    and whose never-faulted middle then gets their flags again (or is mremapped there)."""
+    a = region(p, 6 * MB, advice=None)
+    assert p.mprotect(a + 2 * MB, 2 * MB, "r") == 0
+    assert p.write(a, PAGE, 1) == 0
+    assert p.write(a + 4 * MB, PAGE, 2) == 0
+    if how == "mprotect":
+        assert p.mprotect(a + 2 * MB, 2 * MB, "rw") == 0
+    else:  # an unfaulted 2 MiB VMA moved over the middle
+        src = region(p, 2 * MB, advice=None)
+        assert p.mremap(src, 2 * MB, 2 * MB, a + 2 * MB) == 0
+    return a
+
+
+def test_middle_joins_only_the_left_neighbour_when_their_anon_vmas_differ() -> None:
+    """``can_vma_merge_right``: the middle could merge with either neighbour alone, but prev
+    and next have different anon_vmas, so it merges with prev only (live kernel: [0,4M) and
+    [4M,6M) for mprotect and for mremap into the gap; a review finding)."""
+    for how in ("mprotect", "mremap"):
+        s = make_system()
+        p = s.process("main")
+        a = _middle_between_two_anon_vmas(p, how)
+        assert [(lo // KB, hi // KB) for lo, hi, _ in vma_list(p, a, 6 * MB)] == [
+            (0, 4096), (4096, 6144)], how
+
+
+def test_mlockall_merges_the_middle_with_the_left_neighbour_only() -> None:
+    """The same rule under mlockall (a fuzz finding shrunk to five steps; live kernel:
+    [0,4092K) and [4092K,4M))."""
+    s = make_system()
+    p = s.process("main")
+    a = region(p, 4 * MB, advice=None)
+    assert p.mlock(a, 832 * KB) == 0
+    assert p.mlock(a + 4092 * KB, PAGE) == 0
+    assert p.mlockall(current=True) == 0
+    assert [(lo // KB, hi // KB) for lo, hi, _ in vma_list(p, a, 4 * MB)] == [
+        (0, 4092), (4092, 4096)]

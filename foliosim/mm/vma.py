@@ -84,12 +84,19 @@ def merge(prev: VMA, nxt: VMA) -> VMA:
 
 
 def try_merge_around(vma: VMA) -> VMA:
-    """Merge ``vma`` with its neighbours where the kernel would (``vma_merge_existing_range``)."""
+    """Merge ``vma`` with its neighbours where the kernel would (``vma_merge_existing_range``,
+    ``vma_merge_new_range``): each side must be mergeable with ``vma``; when both are, the
+    right one only if the two neighbours' anon_vmas are compatible with each other too
+    (``can_vma_merge_right``), else ``vma`` joins the left one alone."""
     mm = vma.mm
     prev, nxt = mm.neighbours(vma)
-    if nxt is not None and can_merge(vma, nxt):
+    left = prev is not None and can_merge(prev, vma)
+    right = nxt is not None and can_merge(vma, nxt)
+    if left and right:
+        right = prev.anon_vma is None or nxt.anon_vma is None or prev.anon_vma is nxt.anon_vma
+    if right:
         vma = merge(vma, nxt)
-    if prev is not None and can_merge(prev, vma):
+    if left:
         vma = merge(prev, vma)
     return vma
 
