@@ -334,6 +334,21 @@ def test_swapin_read_frees_the_swap_slot_once_swap_is_half_used(mib: int, flags:
     assert {frozenset(cmp_flags(x)) for x in pages(p, a, 2 * PAGE)} == {frozenset(flags)}
 
 
+def test_pageout_writes_only_pages_that_are_not_zero_filled() -> None:
+    """``swap_writeout``: a zero-filled page goes to the swap device's zeromap without I/O, so
+    only the other pages count in pswpout; every page still leaves a swap entry (live
+    kernel: 15 zero pages and one written, pswpout 1; scenario
+    swap-zero-filled-pages-not-written)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, 64 * KB, value=0, advice="nohugepage")
+    assert p.write(a, PAGE, 5) == 0
+    c = Counters(s)
+    assert p.madvise(a, 64 * KB, "pageout") == 0
+    assert c.thp() == {"pswpout": 1}
+    assert all(x.state == "swap" for x in pages(p, a, 64 * KB))
+
+
 def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
     """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
     128 MiB swap file): full from 16384 slots used."""

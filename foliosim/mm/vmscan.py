@@ -117,7 +117,8 @@ def _mappings(s: System, f: int):
 
 def _swap_out(s: System, f: int) -> list[int]:
     """``folio_alloc_swap``, ``try_to_unmap`` (a VM_LOCKED mapping keeps it), ``pageout``:
-    the page is written and stays in the swap cache."""
+    the page is written (``pswpout``; a zero-filled one is not, ``swap_writeout`` notes it in
+    the swap device's zeromap) and stays in the swap cache."""
     F = s.folios
     maps = list(_mappings(s, f))
     if any(vma.flags & VM_LOCKED for vma, _, _ in maps):
@@ -143,7 +144,8 @@ def _swap_out(s: System, f: int) -> list[int]:
         memory.folio_put(s, f)
     F.set_pae(f, 0, 1, False)
     F.flags[f] &= ~PG_DIRTY
-    s.vmstat.count("pswpout")
+    if F.value(f, 0):  # swap_writeout: a zero-filled page is only marked in the zeromap
+        s.vmstat.count("pswpout")
     return []
 
 
