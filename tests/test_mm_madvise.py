@@ -349,6 +349,31 @@ def test_pageout_writes_only_pages_that_are_not_zero_filled() -> None:
     assert all(x.state == "swap" for x in pages(p, a, 64 * KB))
 
 
+@pytest.mark.parametrize("size", [4 * PAGE, 64 * PAGE])  # one-by-one walk and bulk path
+def test_free_of_swapped_in_pages_drops_their_swap_copy(size: int) -> None:
+    """``madvise_free_pte_range``: a swap-cached folio that no swap entry refers to any more
+    loses its swap copy (``folio_free_swap``) and becomes lazyfree; a later MADV_PAGEOUT
+    discards it (live kernel: swapcache gone, LazyFree 16 kB and pglazyfree +4 after the free,
+    pglazyfreed +4 and the pages gone after the pageout; scenario
+    swap-free-of-swapped-in-pages-drops-swap-copy)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, size, advice="nohugepage")
+    assert p.madvise(a, size, "pageout") == 0
+    assert p.read(a, size) == 0
+    assert {frozenset(cmp_flags(x)) for x in pages(p, a, size)} == {
+        frozenset({"anon", "anon_exclusive", "swapcache"})}
+    c = Counters(s)
+    assert p.madvise(a, size, "free") == 0
+    assert c.thp() == {"pglazyfree": size // PAGE}
+    assert {frozenset(cmp_flags(x)) for x in pages(p, a, size)} == {
+        frozenset({"anon", "anon_exclusive"})}
+    assert smap_at(p, a).lazyfree_kb == size // KB
+    assert p.madvise(a, size, "pageout") == 0
+    assert c.thp() == {"pglazyfree": size // PAGE, "pglazyfreed": size // PAGE}
+    assert all(x.state == "none" for x in pages(p, a, size))
+
+
 def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
     """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
     128 MiB swap file): full from 16384 slots used."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foliosim.mm import huge_memory, memory, rmap, vmscan
+from foliosim.mm import huge_memory, memory, rmap, swap, vmscan
 from foliosim.mm.folio import (
     HUGE_ZERO_FID,
     PG_ACTIVE,
@@ -211,8 +211,9 @@ def _cold_or_isolate(s: System, f: int, pageout: bool, isolated: dict[int, None]
 
 def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
     """``madvise_free_pte_range`` / ``madvise_free_huge_pmd``: a whole exclusive folio is made
-    clean and lazyfree; a large folio only partly in the range is split first. Order-0 folios
-    of a page table are done at once."""
+    clean and lazyfree, a swap-cached one only once its swap copy can be dropped
+    (``folio_free_swap``: no swap entry refers to it any more); a large folio only partly in
+    the range is split first. Order-0 folios of a page table are done at once."""
     F = s.folios
     mm = vma.mm
     addr = start
@@ -245,9 +246,7 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
                     i = _next(todo, i + 1, iend)
                     continue
                 if ent.bits[i] & P_SWAP:
-                    from foliosim.mm.swap import free_swap_entry
-
-                    free_swap_entry(s, f)
+                    swap.free_swap_entry(s, f)
                     mm.swap_ents -= 1
                     ent.fid[i] = NONE
                     ent.bits[i] = 0
@@ -269,7 +268,8 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
                         i = _next(todo, i + n, iend)
                         continue
                 if F.flags[f] & (PG_SWAPCACHE | PG_DIRTY):
-                    if F.maybe_mapped_shared(f) or rmap.folio_mapcount(s, f) != F.nr(f):
+                    if F.maybe_mapped_shared(f) or rmap.folio_mapcount(s, f) != F.nr(f) or (
+                            F.flags[f] & PG_SWAPCACHE and not swap.folio_free_swap(s, f)):
                         i = _next(todo, i + n, iend)
                         continue
                     F.flags[f] &= ~PG_DIRTY
@@ -280,10 +280,10 @@ def madvise_free_range(s: System, vma: VMA, start: int, end: int) -> None:
 
 
 def _free_small_bulk(s: System, pt: PteTable, i: int, iend: int) -> np.ndarray:
-    """``madvise_free_pte_range`` for the order-0 folios of ``[i, iend)`` at once: a dirty or
-    swap-cached folio mapped more than once is left alone; the others are cleaned (PTE and
-    folio) and made lazyfree. Returns the slots left for the one-by-one walk (large folios,
-    swap entries; sorted)."""
+    """``madvise_free_pte_range`` for the order-0 folios of ``[i, iend)`` outside the swap
+    cache at once: a dirty folio mapped more than once is left alone; the others are cleaned
+    (PTE and folio) and made lazyfree. Returns the slots left for the one-by-one walk (large
+    folios, swap-cached folios, swap entries; sorted)."""
     F = s.folios
     fids = pt.fid[i:iend]
     bits = pt.bits[i:iend]
@@ -292,9 +292,9 @@ def _free_small_bulk(s: System, pt: PteTable, i: int, iend: int) -> np.ndarray:
     if s.tracing:  # the one-by-one reference path
         return np.flatnonzero(present | swap) + i
     safe = np.where(present, fids, 0)
-    small = present & (F.order[safe] == 0)
-    rest = np.flatnonzero((present & ~small) | swap) + i
     fl = F.flags[safe]
+    small = present & (F.order[safe] == 0) & ((fl & PG_SWAPCACHE) == 0)
+    rest = np.flatnonzero((present & ~small) | swap) + i
     busy = (fl & (PG_SWAPCACHE | PG_DIRTY)) != 0
     go = small & ~(busy & (F.large[safe] != 1))
     g = fids[go]
