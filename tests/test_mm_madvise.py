@@ -374,6 +374,20 @@ def test_free_of_swapped_in_pages_drops_their_swap_copy(size: int) -> None:
     assert all(x.state == "none" for x in pages(p, a, size))
 
 
+def test_reclaim_takes_a_split_thps_head_then_its_tails_from_the_last() -> None:
+    """``shrink_folio_list`` after ``split_folio_to_list``: the head goes on at once, the
+    tails were added at the list's end, which reclaim takes first: pages 0, 511, 510, ..., 1.
+    With 66 THPs and 32767 swap slots the last THP keeps only page 1 in memory (live
+    kernel: page 32257 of the region; scenario swap-exhausted-split-pieces-order)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, 132 * MB)
+    assert p.madvise(a, 132 * MB, "pageout") == 0
+    last = pages(p, a + 63 * PMD, PMD)
+    assert [i for i, x in enumerate(last) if x.state != "swap"] == [1]
+    assert all(x.state == "swap" for x in pages(p, a, 63 * PMD))
+
+
 def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
     """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
     128 MiB swap file): full from 16384 slots used."""

@@ -94,10 +94,14 @@ def shrink_folio(s: System, f: int) -> list[int]:
 
 
 def _pieces(s: System, pfn: int, nr: int) -> list[int]:
-    """The order-0 folios a split just made that are still alive. Without a swap device the
-    swap-backed ones are left out, as :func:`reclaim_pages` passes them over: nothing changes
-    them before their turn and :func:`shrink_folio` would keep them as they are."""
+    """The order-0 folios a split just made that are still alive, in the order
+    ``shrink_folio_list`` meets them: the head goes on at once, the tails were added at the
+    end of the list (``split_folio_to_list``), which is taken from its end, so the last page
+    comes next and page 1 last. Without a swap device the swap-backed ones are left out, as
+    :func:`reclaim_pages` passes them over: nothing changes them before their turn and
+    :func:`shrink_folio` would keep them as they are."""
     ids = np.asarray(s.last_split, np.int64)
+    ids = np.concatenate((ids[:1], ids[:0:-1]))
     keep = (s.folios.flags[ids] & PG_FREE) == 0
     if s.swap is None and not s.tracing:
         keep &= ~_kept_without_swap(s, ids)
