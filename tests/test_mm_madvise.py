@@ -388,6 +388,87 @@ def test_reclaim_takes_a_split_thps_head_then_its_tails_from_the_last() -> None:
     assert all(x.state == "swap" for x in pages(p, a, 63 * PMD))
 
 
+def _paged_out_then_one_read_back(s, size: int = 4 * PAGE) -> tuple:
+    """Small pages written and paged out; page 0 read back from the swap cache."""
+    p = s.process("main")
+    a = thp_region(p, size, advice="nohugepage")
+    assert p.madvise(a, size, "pageout") == 0
+    assert p.read(a, PAGE) == 0
+    return p, a
+
+
+def test_repageout_of_clean_swapcache_page_drops_it_and_reads_from_the_device() -> None:
+    """``shrink_folio_list`` of a swap-cache folio mapped again: ``try_to_unmap`` puts its old
+    slot back in the PTE, the folio is clean so nothing is written and ``__remove_mapping``
+    frees it; the next touch reads the slot from the device (``swapin_readahead``: pswpin +1).
+    Live kernel: page 0 swapped again, Swap 16 kB, pswpout 4 and pswpin 1 in all (scenario
+    swap-repageout-clean-page-read-from-device)."""
+    s = make_system(swap="file")
+    p, a = _paged_out_then_one_read_back(s)
+    c = Counters(s)
+    assert p.madvise(a, 4 * PAGE, "pageout") == 0
+    assert c.thp() == {}
+    assert all(x.state == "swap" for x in pages(p, a, 4 * PAGE))
+    assert smap_at(p, a).swap_kb == 16
+    assert p.read(a, PAGE) == 0
+    assert c.thp() == {"pswpin": 1}
+    assert cmp_flags(page_at(p, a)) == {"anon", "anon_exclusive", "swapcache"}
+    assert p.value_at(a) == 7
+
+
+def test_repageout_of_dirty_swapcache_page_writes_it_again_and_keeps_it() -> None:
+    """A swap-cache folio written after it was mapped back is dirty: reclaim writes it to its
+    old slot again (pswpout +1) and keeps it in the swap cache; reading it again needs no I/O
+    (live kernel: pswpout 5 in all; scenario swap-repageout-dirty-page-written-again)."""
+    s = make_system(swap="file")
+    p, a = _paged_out_then_one_read_back(s)
+    assert p.write(a, PAGE, 77) == 0
+    c = Counters(s)
+    assert p.madvise(a, 4 * PAGE, "pageout") == 0
+    assert c.thp() == {"pswpout": 1}
+    assert p.read(a, PAGE) == 0
+    assert c.thp() == {"pswpout": 1}
+    assert p.value_at(a) == 77
+
+
+def test_pinned_exclusive_swapcache_page_stays_mapped_at_repageout() -> None:
+    """``try_to_unmap_one``: an exclusive page that may be pinned cannot be shared
+    (``folio_try_share_anon_rmap_pte`` fails), so the PTE stays; after unpin the page is
+    dropped and read back from the device (live kernel: page 0 present, Swap 12 kB; then
+    pswpin 1; scenario swap-pinned-swapcache-page-stays-mapped)."""
+    s = make_system(swap="file")
+    p, a = _paged_out_then_one_read_back(s)
+    assert p.pin(a, PAGE, "p") == 0
+    assert p.madvise(a, 4 * PAGE, "pageout") == 0
+    assert page_at(p, a).state == "present"
+    assert smap_at(p, a).swap_kb == 12
+    p.unpin("p")
+    c = Counters(s)
+    assert p.madvise(a, 4 * PAGE, "pageout") == 0
+    assert page_at(p, a).state == "swap"
+    assert p.read(a, 4 * PAGE) == 0
+    assert c.thp() == {"pswpin": 1}
+
+
+def test_collapse_over_a_page_on_the_swap_device_fails_with_eagain() -> None:
+    """``__collapse_huge_page_swapin``: the read from the device leaves the new folio locked,
+    ``do_swap_page`` returns VM_FAULT_RETRY and the collapse ends with SCAN_PAGE_LOCK:
+    -EAGAIN, nothing collapsed, the page read into the swap cache but not mapped (live kernel:
+    EAGAIN, pswpin 1, Swap 64 kB; scenario swap-collapse-over-device-entries-eagain)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, PMD, advice="nohugepage")
+    assert p.madvise(a, 64 * KB, "pageout") == 0
+    assert p.read(a, PAGE) == 0
+    assert p.madvise(a, 64 * KB, "pageout") == 0
+    assert p.madvise(a, PMD, "hugepage") == 0
+    c = Counters(s)
+    assert p.madvise(a, PMD, "collapse") == -11
+    assert c.thp().get("pswpin") == 1
+    assert smap_at(p, a).swap_kb == 64
+    assert not is_pmd_mapped(p, a)
+
+
 def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
     """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
     128 MiB swap file): full from 16384 slots used."""

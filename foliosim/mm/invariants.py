@@ -632,7 +632,8 @@ class _Checker:
 
     # -- swap ---------------------------------------------------------------------------------
     def check_swap(self) -> None:
-        """Swap PTEs hold their slot's count; the swap cache and PG_swapcache agree."""
+        """Swap PTEs hold their slot's count; the swap cache and PG_swapcache agree; the
+        device holds data only for slots in use."""
         s, F, n = self.s, self.F, self.n
         sw = s.swap
         if sw is None:
@@ -646,9 +647,9 @@ class _Checker:
             got = sw.count.get(slot, 0)
             if want != got:
                 self.system("swap_map (swap count of a slot)", want, got, f"slot {slot}")
-            if want and slot not in sw.cache:
-                self.system("swap cache (swap entry whose folio left the cache)", "cached",
-                            "missing", f"slot {slot}")
+        for slot in set(sw.data) - set(sw.count) - set(sw.cache):
+            self.system("swap device data of a slot nothing uses", "freed", "kept",
+                        f"slot {slot}")
         for slot, f in sw.cache.items():
             if f < 0 or f >= n or not self.alive[f]:
                 self.folio(f, "use after free (swap cache holds a freed folio)", "live folio",

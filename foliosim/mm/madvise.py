@@ -344,17 +344,18 @@ SCAN_SUCCEED = "SCAN_SUCCEED"
 SCAN_PMD_NONE = "SCAN_PMD_NONE"
 SCAN_PMD_MAPPED = "SCAN_PMD_MAPPED"
 SCAN_PAGE_COUNT = "SCAN_PAGE_COUNT"
+SCAN_PAGE_LOCK = "SCAN_PAGE_LOCK"
 SCAN_ALLOC_HUGE_PAGE_FAIL = "SCAN_ALLOC_HUGE_PAGE_FAIL"
 # results after which madvise_collapse goes on with the next PMD (its "whitelist"); any other
 # failure ends the VMA's loop
-COLLAPSE_CONTINUE = frozenset({SCAN_PAGE_COUNT})
+COLLAPSE_CONTINUE = frozenset({SCAN_PAGE_COUNT, SCAN_PAGE_LOCK})
 
 
 def madvise_collapse_errno(result: str) -> int:
     """``madvise_collapse_errno``: the errno MADV_COLLAPSE reports for the last failure."""
     if result == SCAN_ALLOC_HUGE_PAGE_FAIL:
         return ENOMEM
-    if result == SCAN_PAGE_COUNT:
+    if result in (SCAN_PAGE_COUNT, SCAN_PAGE_LOCK):
         return EAGAIN
     return EINVAL
 
@@ -440,8 +441,9 @@ def hpage_collapse_scan_pmd(s: System, vma: VMA, haddr: int) -> str:
 
 def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
     """``collapse_huge_page``: allocate the new THP (``alloc_charge_folio``:
-    ``thp_collapse_alloc`` or ``_failed``), swap in what is swapped out, copy the PTE-mapped
-    pages into it and map it by one PMD; the old folios lose these mappings."""
+    ``thp_collapse_alloc`` or ``_failed``), swap in what is swapped out (from the swap cache;
+    a page that must be read from the device ends the collapse with SCAN_PAGE_LOCK), copy the
+    PTE-mapped pages into it and map it by one PMD; the old folios lose these mappings."""
     F = s.folios
     mm = vma.mm
     slot = haddr >> 21
@@ -451,11 +453,16 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
         s.vmstat.count("thp_collapse_alloc_failed")
         return SCAN_ALLOC_HUGE_PAGE_FAIL
     s.vmstat.count("thp_collapse_alloc")
-    from foliosim.mm.swap import do_swap_page
-
-    for i in range(512):
+    for i in range(512):  # __collapse_huge_page_swapin
         if ent.bits[i] & P_SWAP:
-            do_swap_page(s, vma, ent, haddr + (i << 12), False)
+            if int(ent.fid[i]) not in s.swap.cache:
+                # a read from the device: do_swap_page finds the new folio locked for the
+                # I/O and returns VM_FAULT_RETRY (FAULT_FLAG_ALLOW_RETRY); the collapse gives
+                # up, the page stays in the swap cache
+                swap.swap_read_folio(s, int(ent.fid[i]))
+                memory.folio_put(s, new)
+                return SCAN_PAGE_LOCK
+            swap.do_swap_page(s, vma, ent, haddr + (i << 12), False)
     vals = []
     for i in range(512):
         f = int(ent.fid[i])

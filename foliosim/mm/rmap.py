@@ -115,16 +115,20 @@ def _stat_pmd(s: System, delta: int) -> None:
 
 
 # -- adding mappings --------------------------------------------------------------------------
-def folio_add_new_anon_rmap(s: System, f: int, vma: VMA, addr: int, pmd: bool) -> None:
-    """``folio_add_new_anon_rmap`` with RMAP_EXCLUSIVE: a freshly allocated folio mapped
-    whole, by one PMD (order 9) or by PTEs; every page (the head, for a PMD) is exclusive."""
+def folio_add_new_anon_rmap(s: System, f: int, vma: VMA, addr: int, pmd: bool,
+                            exclusive: bool = True) -> None:
+    """``folio_add_new_anon_rmap``: a folio that is not anon yet (freshly allocated, or just
+    read from swap) mapped whole, by one PMD (order 9) or by PTEs; with RMAP_EXCLUSIVE (the
+    default) every page (the head, for a PMD) is PageAnonExclusive."""
     F = s.folios
     nr = F.nr(f)
     F.flags[f] |= PG_ANON
     av = vma.anon_vma
+    while not exclusive and av is not None and av.parent is not None:
+        av = av.parent  # __folio_set_anon: a folio maybe shared takes the root anon_vma
     F.anon_vma[f] = av.id if av is not None else -1
     F.index[f] = vma.linear_page_index(addr)
-    F.set_pae(f, 0, nr, True)
+    F.set_pae(f, 0, nr, exclusive)
     order = int(F.order[f])
     if order == 0:
         F.large[f] = 1

@@ -1,5 +1,11 @@
-"""A swap file: order-0 slots only, pages kept in the swap cache after write-out (follows
-mm/swapfile.c, mm/swap_state.c and mm/memory.c:do_swap_page)."""
+"""A swap file: order-0 slots only, pages kept in the swap cache after write-out until reclaim
+drops a clean one, then read back from the device at the next fault (follows mm/swapfile.c,
+mm/swap_state.c, mm/page_io.c and mm/memory.c:do_swap_page).
+
+Not modelled: swap readahead. On this machine the swap file sits on a rotational disk, so the
+kernel uses ``swap_cluster_readahead``, whose window depends on machine-wide history
+(``swapin_nr_pages``: the previous fault's offset and window, readahead hits of any process);
+a fault here reads its own page only. Writeback is taken as finished at once."""
 
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ class SwapFile:
         self.count: dict[int, int] = {}
         self.cache: dict[int, int] = {}    # slot -> folio in the swap cache
         self.exclusive: dict[int, bool] = {}
+        # slot -> the page value written to the device; a zero-filled page is not written
+        # (``swap_writeout`` notes it in the zeromap), so an absent slot reads as zeros
+        self.data: dict[int, int] = {}
 
     def full(self) -> bool:
         """``vm_swap_full``: fewer than half the slots are free (slot 0, the header, is not a
@@ -51,10 +60,12 @@ def free_swap_entry(s: System, slot: int) -> None:
     if sw.count[slot] > 0:
         return
     del sw.count[slot]
-    f = sw.cache.pop(slot, None)
+    f = sw.cache.get(slot)
     sw.free.append(slot)
+    sw.data.pop(slot, None)
+    sw.exclusive.pop(slot, None)
     if f is not None:
-        _drop_swapcache(s, f)
+        swap_cache_del_folio(s, f)
 
 
 def swap_duplicate(s: System, slot: int) -> None:
@@ -64,10 +75,13 @@ def swap_duplicate(s: System, slot: int) -> None:
     s.swap.exclusive[slot] = False
 
 
-def _drop_swapcache(s: System, f: int) -> None:
+def swap_cache_del_folio(s: System, f: int) -> None:
+    """``swap_cache_del_folio``: the folio leaves the swap cache, which drops its reference
+    (the last one frees the folio); the slot is the caller's."""
     from foliosim.mm.memory import folio_put
 
     F = s.folios
+    s.swap.cache.pop(int(F.swap[f]), None)
     F.flags[f] &= ~PG_SWAPCACHE
     F.swap[f] = -1
     folio_put(s, f, 1)
@@ -80,28 +94,32 @@ def folio_free_swap(s: System, f: int) -> bool:
     slot = int(F.swap[f])
     if slot < 0 or s.swap.count.get(slot, 0) > 0:
         return False
-    s.swap.cache.pop(slot, None)
     s.swap.free.append(slot)
     s.swap.exclusive.pop(slot, None)
+    s.swap.data.pop(slot, None)
     F.flags[f] |= PG_DIRTY
-    _drop_swapcache(s, f)
+    swap_cache_del_folio(s, f)
     return True
 
 
 def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
-    """``do_swap_page``: map back the swap cache folio of the entry (no disk read while it is
-    cached). The swap slot loses this reference; the swap cache is dropped when the mapping is
-    locked, the swap space is more than half used (``mem_cgroup_swap_full`` ->
-    ``vm_swap_full``) or a write will likely be exclusive (``should_try_to_free_swap``). The page is
-    mapped exclusive (and writable) if the entry was exclusive or no one else holds the folio;
-    otherwise read-only, and a write goes on to ``do_wp_page``."""
+    """``do_swap_page``: map back the swap cache folio of the entry, read from the device first
+    when the cache has none (:func:`swap_read_folio`). The swap slot loses this reference; the
+    swap cache is dropped when the mapping is locked, the swap space is more than half used
+    (``mem_cgroup_swap_full`` -> ``vm_swap_full``) or a write will likely be exclusive
+    (``should_try_to_free_swap``). The page is mapped exclusive (and writable) if the entry
+    was exclusive or no one else holds the folio; otherwise read-only, and a write goes on to
+    ``do_wp_page``."""
     F = s.folios
     mm = vma.mm
     i = (addr >> 12) & 511
     slot = int(pt.fid[i])
     f = s.swap.cache.get(slot)
-    if f is None:
-        return -12
+    fresh = f is None
+    if fresh:
+        f = swap_read_folio(s, slot)
+        if f is None:
+            return -12  # VM_FAULT_OOM
     excl = s.swap.exclusive.get(slot, False)
     F.ref[f] += 1  # the lookup's reference, which becomes the mapping's
     s.swap.count[slot] -= 1
@@ -119,5 +137,29 @@ def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> i
         if vma.flags & VM_WRITE:
             pt.bits[i] = P_WRITE | (P_DIRTY if write else 0)
         excl = True
-    rmap.folio_add_anon_rmap_ptes(s, f, 0, 1, vma, excl)
+    if fresh:  # not anon yet: no mlock here (folio_add_new_anon_rmap)
+        rmap.folio_add_new_anon_rmap(s, f, vma, addr, False, excl)
+    else:
+        rmap.folio_add_anon_rmap_ptes(s, f, 0, 1, vma, excl)
     return 0
+
+
+def swap_read_folio(s: System, slot: int) -> int | None:
+    """A swap cache miss (``swapin_readahead`` -> ``__read_swap_cache_async``,
+    ``swap_read_folio``): a new order-0 folio joins the swap cache holding what the slot holds
+    on the device; ``pswpin`` counts the read unless the slot is in the zeromap (a zero-filled
+    page, :attr:`SwapFile.data`). None when no page can be had."""
+    from foliosim.mm.memory import folio_alloc
+
+    f = folio_alloc(s, 0)
+    if f is None:
+        return None
+    F = s.folios
+    value = s.swap.data.get(slot, 0)
+    F.val[f] = value
+    F.flags[f] |= PG_SWAPCACHE
+    F.swap[f] = slot
+    s.swap.cache[slot] = f  # the new folio's reference is the swap cache's
+    if value:
+        s.vmstat.count("pswpin")
+    return f

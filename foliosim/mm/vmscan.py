@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foliosim.mm import huge_memory, memory, rmap
+from foliosim.mm import huge_memory, memory, rmap, swap
 from foliosim.mm.folio import (
     PG_DIRTY,
     PG_FREE,
@@ -67,7 +67,7 @@ def shrink_folio(s: System, f: int) -> list[int]:
     if not F.flags[f] & PG_SWAPBACKED:
         return _discard_lazyfree(s, f)
     if F.flags[f] & PG_SWAPCACHE:
-        return []
+        return _reclaim_swapcache(s, f)
     if F.maybe_dma_pinned(f):
         return []
     order = int(F.order[f])
@@ -130,11 +130,21 @@ def _swap_out(s: System, f: int) -> list[int]:
     slot = s.swap.alloc()
     if slot is None:
         return []
-    F.flags[f] |= PG_SWAPCACHE
+    F.flags[f] |= PG_SWAPCACHE | PG_DIRTY  # folio_alloc_swap; reclaim marks it dirty
     F.swap[f] = slot
     F.ref[f] += 1
     s.swap.cache[slot] = f
     s.swap.count[slot] = 0
+    _unmap_to_swap(s, f, maps, slot)
+    _pageout(s, f, slot)
+    return []
+
+
+def _unmap_to_swap(s: System, f: int, maps: list, slot: int) -> None:
+    """``try_to_unmap_one`` of an order-0 swap-cache folio: each mapping becomes a swap entry
+    of ``slot`` (one more swap count), exclusive if the page was PageAnonExclusive; a dirty PTE
+    dirties the folio."""
+    F = s.folios
     s.swap.exclusive[slot] = F.pae(f, 0)
     for vma, pt, i in maps:
         if pt.bits[i] & P_DIRTY:
@@ -143,13 +153,56 @@ def _swap_out(s: System, f: int) -> list[int]:
         pt.bits[i] = P_SWAP
         vma.mm.anon_pages -= 1
         vma.mm.swap_ents += 1
-        s.swap.count[slot] += 1
+        s.swap.count[slot] = s.swap.count.get(slot, 0) + 1
         rmap.folio_remove_rmap_ptes(s, f, 0, 1, vma)
         memory.folio_put(s, f)
     F.set_pae(f, 0, 1, False)
+
+
+def _pageout(s: System, f: int, slot: int) -> None:
+    """``pageout`` -> ``swap_writeout`` of a dirty swap-cache folio: the page goes to the
+    device (``pswpout``) unless it is zero-filled (then only the zeromap notes it); the folio
+    is clean and stays in the swap cache (writeback taken as finished)."""
+    F = s.folios
     F.flags[f] &= ~PG_DIRTY
-    if F.value(f, 0):  # swap_writeout: a zero-filled page is only marked in the zeromap
+    value = F.value(f, 0)
+    if value:
+        s.swap.data[slot] = value
         s.vmstat.count("pswpout")
+    else:
+        s.swap.data.pop(slot, None)
+
+
+def _activate_swapcache(s: System, f: int) -> list[int]:
+    """``activate_locked`` of a swap-cache folio reclaim keeps: its swap copy is dropped when
+    the swap space is more than half used or the folio is mlocked (``folio_free_swap``)."""
+    if s.swap.full() or s.folios.flags[f] & PG_MLOCKED:
+        swap.folio_free_swap(s, f)
+    return []
+
+
+def _reclaim_swapcache(s: System, f: int) -> list[int]:
+    """``shrink_folio_list`` of an order-0 folio already in the swap cache (mapped again since
+    it was written): no new slot; ``try_to_unmap`` turns its mappings into swap entries of its
+    slot, unless a mapping is VM_LOCKED or the page is exclusive and maybe pinned (then it
+    stays mapped, :func:`_activate_swapcache`); a maybe pinned folio is kept, unmapped; a
+    dirty one is written again and stays cached; a clean one leaves the swap cache and is
+    freed (``__remove_mapping``), so the next fault reads the slot from the device."""
+    F = s.folios
+    slot = int(F.swap[f])
+    maps = list(_mappings(s, f))
+    if any(vma.flags & VM_LOCKED for vma, _, _ in maps) or (
+            F.pae(f, 0) and F.maybe_dma_pinned(f)):  # folio_try_share_anon_rmap_pte fails
+        return _activate_swapcache(s, f)
+    _unmap_to_swap(s, f, maps, slot)
+    if F.maybe_dma_pinned(f):
+        return _activate_swapcache(s, f)
+    if F.flags[f] & PG_DIRTY:
+        _pageout(s, f, slot)
+        return []
+    if int(F.ref[f]) != 1:  # more than the swap cache's reference: kept
+        return []
+    swap.swap_cache_del_folio(s, f)  # __remove_mapping: the slot keeps its swap entries
     return []
 
 

@@ -20,7 +20,8 @@ def read_slot(s: System, mm: MM, slot: int) -> tuple[np.ndarray, np.ndarray]:
     """The values a load from each page of ``slot`` returns, and which of them are known.
 
     Nothing mapped reads as zero (the next fault maps a zero page or a new zeroed folio); a
-    swap entry reads from its swap-cache folio, unknown if the model has none.
+    swap entry reads from its swap-cache folio, else from the swap device (unknown without
+    one).
     """
     F = s.folios
     out = np.zeros(512, np.uint64)
@@ -46,9 +47,10 @@ def read_slot(s: System, mm: MM, slot: int) -> tuple[np.ndarray, np.ndarray]:
                     sel = pos[fids == f]
                     out[sel] = pa.val[ent.idx[sel]]
     for i in np.flatnonzero(swap):
-        g = s.swap.cache.get(int(ent.fid[i])) if s.swap is not None else None
-        if g is None:
+        if s.swap is None:
             known[i] = False
-        else:
-            out[i] = F.value(g, 0)
+            continue
+        slot = int(ent.fid[i])
+        g = s.swap.cache.get(slot)
+        out[i] = F.value(g, 0) if g is not None else s.swap.data.get(slot, 0)
     return out, known
