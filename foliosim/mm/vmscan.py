@@ -207,10 +207,12 @@ def _reclaim_swapcache(s: System, f: int) -> list[int]:
 
 
 def _discard_lazyfree(s: System, f: int) -> list[int]:
-    """A lazyfree (MADV_FREE'd) folio in ``try_to_unmap_one``: a PMD mapping is split first;
-    the PTEs of a clean folio are then discarded in batches (``folio_unmap_pte_batch``, so it
-    never looks partially mapped) and ``pglazyfreed`` counts it; a folio written to again is
-    made swapbacked and stays mapped; one with a reference besides its mappings (a pin) stays
+    """A lazyfree (MADV_FREE'd) folio in ``try_to_unmap_one``: a PMD mapping is split first
+    (as the live kernel does, ``thp_split_pmd`` +1 in ground truth S15b/S15c, where the
+    v6.18.2 source would discard it whole in ``unmap_huge_pmd_locked``); the PTEs of a clean
+    folio are then discarded in batches (``folio_unmap_pte_batch``, so it never looks
+    partially mapped) and ``pglazyfreed`` counts it; a folio written to again is made
+    swapbacked and stays mapped; one with a reference besides its mappings (a pin) stays
     mapped and lazyfree (``__discard_anon_folio_pmd_locked`` alike). A VM_LOCKED mapping
     keeps it."""
     from foliosim.mm.pgtable import PmdLeaf
