@@ -140,8 +140,10 @@ def map_anon_folio_pmd(s: System, vma: VMA, f: int, slot: int) -> None:
 
 
 def do_huge_zero_wp_pmd(s: System, vma: VMA, addr: int) -> int:
-    """``do_huge_zero_wp_pmd``: a write to the huge zero PMD allocates a THP (not queued as
-    underused); if that fails the huge zero PMD is split to zero-page PTEs."""
+    """``do_huge_zero_wp_pmd``: a write to the huge zero PMD allocates a THP, queued as an
+    underused candidate like any faulted THP (the live 6.18 kernel does: its shrinker splits
+    such a THP as underused; the v6.18.2 source does not queue it); if the allocation fails
+    the huge zero PMD is split to zero-page PTEs."""
     slot = addr >> 21
     f = memory.folio_alloc(s, 9)
     if f is None:
@@ -151,6 +153,7 @@ def do_huge_zero_wp_pmd(s: System, vma: VMA, addr: int) -> int:
         return -1
     del vma.mm.pmd[slot]
     map_anon_folio_pmd(s, vma, f, slot)
+    deferred_split_folio(s, f, False)
     return 0
 
 
