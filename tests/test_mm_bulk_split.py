@@ -348,6 +348,28 @@ def test_split_in_vm_locked_vma_like_per_page(monkeypatch) -> None:
     assert_same(ref, got)
 
 
+def test_split_shared_with_a_locked_mapping_first_like_per_page(monkeypatch) -> None:
+    """Underused THPs shared after fork, one side's VMA locked over part of them: a page the
+    remap mlocked through a locked mapping keeps its real page in the later, unlocked
+    mappings (no zero page for an mlocked folio), by PMD (frozen) and by PTEs."""
+    def build() -> System:
+        s, p, a = _thp_system(max_ptes_none=255)
+        p.write(a, 8 * MB, 0)
+        for off in (0, PMD, 2 * PMD):
+            p.write(a + off, 16 * PAGE, 1)
+        p.mlock(a, MB)                                # parent: PTE-mapped, half locked
+        p.mlock(a + PMD, PMD)                         # parent: PMD-mapped, all locked
+        c = p.fork("child")
+        c.mprotect(a + 2 * PMD + PAGE, PAGE, "r")     # child: PTE-mapped ...
+        c.mprotect(a + 2 * PMD + PAGE, PAGE, "rw")
+        c.mlock(a + 2 * PMD + MB, MB)                 # ... and half locked
+        return s
+
+    ref, got = both_ways(monkeypatch, build, lambda s: s.shrink())
+    assert ref["events"].get("thp_underused_split_page")
+    assert_same(ref, got)
+
+
 def test_split_of_a_still_mlocked_folio_like_per_page(monkeypatch) -> None:
     """The same with the queued folios still mlocked, with a higher mlock_count than their
     locked mappings (not a state the syscalls leave, hence no invariant check): the unmap's

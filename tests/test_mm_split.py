@@ -81,6 +81,31 @@ def test_thp_from_huge_zero_write_is_queued_and_split_when_underused() -> None:
     assert c.thp()["thp_split_pmd"] == 1
 
 
+def test_underused_split_keeps_real_pages_mlocked_through_an_earlier_mapping() -> None:
+    """``remove_migration_pte`` walks the rmap: the parent's locked mapping comes first and
+    mlocks the new page (``mlock_vma_folio``), so the child's unlocked mapping of the same
+    zero-filled page cannot take the zero page (``try_to_map_unused_to_zeropage`` refuses an
+    mlocked folio). Live kernel (max_ptes_none=255, 64 KiB of a THP written, parent mlocks
+    the first 1 MiB, fork, shrink): pages 16-255 stay real, mapcount 2, mlocked; child Rss
+    1024 kB; parent Locked 512 kB (shared: half); the unlocked half goes to the zero page in
+    both (scenario underused-split-shared-keeps-pages-mlocked-by-parent)."""
+    s = make_system(max_ptes_none=255)
+    p = s.process("main")
+    a = region(p)
+    assert p.write(a, 64 * KB, 1) == 0
+    assert p.mlock(a, MB) == 0
+    c = p.fork("child")
+    s.shrink()
+    assert s.vmstat.events.get("thp_underused_split_page") == 1
+    for proc in (p, c):
+        pg = pages(proc, a, PMD)
+        assert all(x.state == "present" and x.mapcount == 2 for x in pg[16:256])
+        assert all("mlocked" in cmp_flags(x) for x in pg[16:256])
+        assert all(cmp_flags(x) == {"zero"} for x in pg[256:])
+    assert smap_at(c, a + MB - PAGE).rss_kb == 1024
+    assert smap_at(p, a).locked_kb == 512
+
+
 def test_collapsed_thp_is_queued_as_underused_candidate() -> None:
     """Rule 5 / section 8.7: the THP made by MADV_COLLAPSE is queued (khugepaged.c:1237)."""
     s = make_system()

@@ -393,15 +393,16 @@ def _unmap_folio(s: System, f: int, nr: int) -> list[_Map]:
 
 def _remap_folio(s: System, maps: list[_Map], new: list[int], vals: np.ndarray,
                  zero_ok: bool) -> None:
-    """``remap_page`` after the split, entry by entry: a zero-filled page goes to the shared
-    zero page (``zero_ok``, not in a VM_LOCKED VMA), any other to its new order-0 folio
-    (``folio_add_anon_rmap_pte``, PageAnonExclusive kept, ``mlock_vma_folio`` in a VM_LOCKED
-    VMA). The reference for :func:`_remap_folio_bulk`."""
+    """``remap_page`` after the split, entry by entry in rmap-walk order: a zero-filled page
+    goes to the shared zero page (``zero_ok``, not in a VM_LOCKED VMA, and its new folio not
+    mlocked by an earlier entry: ``try_to_map_unused_to_zeropage``), any other to its new
+    order-0 folio (``folio_add_anon_rmap_pte``, PageAnonExclusive kept, ``mlock_vma_folio``
+    in a VM_LOCKED VMA). The reference for :func:`_remap_folio_bulk`."""
     F = s.folios
     for vma, pt, i, k, bits, excl in maps:
         g = new[k]
         locked = vma.flags & VM_LOCKED
-        if zero_ok and not locked and vals[k] == 0:
+        if zero_ok and not locked and vals[k] == 0 and not F.flags[g] & PG_MLOCKED:
             pt.fid[i] = ZERO_FID
             pt.clear_idx(i)
             pt.bits[i] = 0
@@ -613,18 +614,21 @@ def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: n
                       zero_ok: bool, uniform: bool) -> None:
     """``remap_page`` after the split a page table at a time, as the per-page loop of
     :func:`split_folio`: zero-filled pages to the shared zero page (``zero_ok``, not in a
-    VM_LOCKED VMA), the others to their new order-0 folio with one mapping and reference,
-    PageAnonExclusive kept, mlocked in a VM_LOCKED VMA. ``uniform``: every page holds the
-    same value."""
+    VM_LOCKED VMA, the new folio not mlocked by an earlier batch), the others to their new
+    order-0 folio with one mapping and reference, PageAnonExclusive kept, mlocked in a
+    VM_LOCKED VMA. ``uniform``: every page holds the same value."""
     F = s.folios
+    seen_locked = False  # an earlier batch mlocked new folios, which then keep their pages
     for vma, pt, ii, ks, bits, excl in batches:
         locked = vma.flags & VM_LOCKED
+        zero_here = zero_ok and not locked
         if ii is None:  # a frozen PMD: slot k maps page k, the table is fresh
-            if zero_ok and not locked and uniform and vals[0] == 0:
+            if zero_here and uniform and vals[0] == 0 and not seen_locked:
                 pt.fid[:] = ZERO_FID  # idx and bits are 0 already
                 vma.mm.anon_pages -= len(ids)
                 continue
-            if not (zero_ok and not locked) or uniform:  # no page goes to the zero page
+            if not zero_here or (uniform and vals[0] != 0):  # no page to the zero page
+                seen_locked |= bool(locked)
                 pt.fid[:] = ids
                 pt.bits[:] = bits
                 F.ref[ids] += 1
@@ -638,8 +642,11 @@ def _remap_folio_bulk(s: System, batches: list[_Batch], ids: np.ndarray, vals: n
             bits = np.full(512, bits, np.uint8)
             excl = np.full(512, excl)
         g = ids[ks]
-        if zero_ok and not locked:
+        seen_locked |= bool(locked)
+        if zero_here:
             zero = vals[ks] == 0
+            if seen_locked:  # try_to_map_unused_to_zeropage: not for an mlocked folio
+                zero &= (F.flags[g] & PG_MLOCKED) == 0
             nz = int(np.count_nonzero(zero))
             if nz:
                 zi = ii[zero]
