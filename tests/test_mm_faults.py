@@ -472,3 +472,17 @@ def test_pte_table_of_small_pages_shares_the_zero_page_indexes() -> None:
     mapped = pt2.fid[16:32] >= 0
     assert mapped.sum() == 15 and (s2.folios.order[pt2.fid[16:32][mapped]] == 0).all()
     assert not np.any(pt2.idx[16:32][mapped])  # an empty entry's index means nothing
+
+
+def test_thp_of_a_read_fault_in_a_read_only_vma_is_dirty() -> None:
+    """``map_anon_folio_pmd`` always makes the PMD dirty (writable only with VM_WRITE), unlike
+    a PTE fault: with use_zero_page=0 a read fault in a read-only MADV_HUGEPAGE VMA maps a
+    THP whose pages read dirty once the PMD is split (live kernel: pages 0-511 dirty after
+    mprotect(rw) of the first 1 MiB; a review finding)."""
+    s = make_system(use_zero_page=False)
+    p = s.process("main")
+    a = region(p, prot="r")
+    assert p.read(a, PAGE) == 0
+    assert is_pmd_mapped(p, a)
+    assert p.mprotect(a, MB, "rw") == 0
+    assert all("dirty" in cmp_flags(x) for x in pages(p, a, PMD))

@@ -125,9 +125,11 @@ def do_huge_pmd_anonymous_page(s: System, vma: VMA, addr: int, write: bool) -> i
 
 
 def map_anon_folio_pmd(s: System, vma: VMA, f: int, slot: int) -> None:
-    """``map_anon_folio_pmd``: map a new THP by one PMD, writable and dirty if VM_WRITE."""
+    """``map_anon_folio_pmd``: map a new THP by one PMD, always dirty, writable if VM_WRITE
+    (``maybe_pmd_mkwrite(pmd_mkdirty(...))``: unlike a PTE fault, a read-only VMA's THP
+    from a read fault without the huge zero page is dirty too)."""
     mm = vma.mm
-    bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    bits = P_DIRTY | (P_WRITE if vma.flags & VM_WRITE else 0)
     mm.pmd[slot] = PmdLeaf(f, bits)
     rmap.folio_add_new_anon_rmap(s, f, vma, slot << 21, pmd=True)
     memory.folio_add_lru_vma(s, f, vma)

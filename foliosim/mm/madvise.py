@@ -491,12 +491,10 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
         memory.folio_put(s, f, n)
         i += n
     del mm.pmd[slot]
-    bits = 0
     from foliosim.mm.pgtable import P_WRITE
 
-    if vma.flags & VM_WRITE:
-        bits = P_WRITE | P_DIRTY
-    mm.pmd[slot] = PmdLeaf(new, bits)
+    # always dirty, writable with VM_WRITE (maybe_pmd_mkwrite(pmd_mkdirty(...)))
+    mm.pmd[slot] = PmdLeaf(new, P_DIRTY | (P_WRITE if vma.flags & VM_WRITE else 0))
     rmap.folio_add_new_anon_rmap(s, new, vma, haddr, pmd=True)
     memory.folio_add_lru_vma(s, new, vma)
     mm.anon_pages += 512

@@ -790,7 +790,7 @@ def do_huge_pmd_anonymous_pages_bulk(s: System, vma: VMA, addr: int, end: int,
     F.mm0[f] = mm.id
     F.mmc0[f] = 1
     F.val[f] = value
-    bits = (P_WRITE | P_DIRTY) if vma.flags & VM_WRITE else 0
+    bits = P_DIRTY | (P_WRITE if vma.flags & VM_WRITE else 0)  # as map_anon_folio_pmd
     # deferred_split_folio(folio, false) after each map: a policy may queue its own way (or
     # not at all); otherwise underused candidates when the shrinker may split them
     queue, queued = s.settings.shrink_underused, []
