@@ -469,6 +469,27 @@ def test_collapse_over_a_page_on_the_swap_device_fails_with_eagain() -> None:
     assert not is_pmd_mapped(p, a)
 
 
+@pytest.mark.parametrize("how", ["munmap", "collapse"])
+def test_unmapping_swapped_in_pages_frees_their_swap_copy(how: str) -> None:
+    """``free_pages_and_swap_cache`` (zap) and ``__collapse_huge_page_copy_succeeded`` call
+    ``free_swap_cache``: a swap-cache folio nothing maps any more gives back its slot and is
+    freed (kernel source; nothing a scenario observes shows it, but the slots count towards
+    ``vm_swap_full``)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, PMD, advice="nohugepage")
+    assert p.madvise(a, 16 * KB, "pageout") == 0
+    assert p.read(a, 16 * KB) == 0
+    assert len(s.swap.cache) == 4
+    if how == "munmap":
+        assert p.munmap(a, MB) == 0
+    else:
+        assert p.madvise(a, PMD, "hugepage") == 0
+        assert p.madvise(a, PMD, "collapse") == 0
+    assert not s.swap.cache and not s.swap.count
+    assert s.swap.next - 1 == len(s.swap.free)  # every slot handed out is free again
+
+
 def test_vm_swap_full_is_fewer_than_half_the_slots_free() -> None:
     """``vm_swap_full``: free * 2 < total, the header page not counted (32767 slots in a
     128 MiB swap file): full from 16384 slots used."""

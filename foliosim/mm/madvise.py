@@ -488,6 +488,7 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
         ent.bits[i:i + n] = 0
         mm.anon_pages -= n
         rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
+        swap.free_swap_cache(s, f)
         memory.folio_put(s, f, n)
         i += n
     del mm.pmd[slot]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foliosim.mm import huge_memory, mlock, rmap
+from foliosim.mm import huge_memory, mlock, rmap, swap
 from foliosim.mm.folio import (
     HUGE_ZERO_FID,
     PG_ANON,
@@ -835,9 +835,7 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
             i = i0 + int(nxt[0]) if len(nxt) else iend
             continue
         if pt.bits[i] & P_SWAP:
-            from foliosim.mm.swap import free_swap_entry
-
-            free_swap_entry(s, f)
+            swap.free_swap_entry(s, f)
             mm.swap_ents -= 1
             pt.fid[i] = NONE
             pt.bits[i] = 0
@@ -854,6 +852,8 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
         mm.anon_pages -= n
         rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
         folio_put(s, f, n)
+        if s.folios.flags[f] & PG_SWAPCACHE:  # free_pages_and_swap_cache
+            swap.free_swap_cache(s, f)
         i += n
 
 

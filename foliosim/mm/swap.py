@@ -102,6 +102,14 @@ def folio_free_swap(s: System, f: int) -> bool:
     return True
 
 
+def free_swap_cache(s: System, f: int) -> None:
+    """``free_swap_cache`` after a zap or a collapse took a mapping away: a swap-cache folio
+    that nothing maps any more drops its swap copy if no swap entry needs it
+    (:func:`folio_free_swap`)."""
+    if s.folios.flags[f] & PG_SWAPCACHE and not rmap.folio_mapped(s, f):
+        folio_free_swap(s, f)
+
+
 def do_swap_page(s: System, vma: VMA, pt: PteTable, addr: int, write: bool) -> int:
     """``do_swap_page``: map back the swap cache folio of the entry, read from the device first
     when the cache has none (:func:`swap_read_folio`). The swap slot loses this reference; the
