@@ -262,3 +262,35 @@ def test_partial_free_of_pinned_pmd_thp_keeps_the_pmd() -> None:
     assert c.thp() == {"thp_split_page_failed": 1, "2048kB/split_failed": 1}
     assert is_pmd_mapped(p, a)
     assert smap_at(p, a).lazyfree_kb == 0
+
+
+def test_pin_charges_a_large_folio_once_even_when_its_pages_come_back() -> None:
+    """``io_buffer_account_pin`` / ``headpage_already_acct``: a large folio is charged once a
+    buffer, also when another folio's page sits between its pages (live kernel: 64K mTHPs,
+    one page of the second folio mremapped into the first, pin of [0,64K): VmPin 128 kB, not
+    192; scenario pin-charges-each-large-folio-once)."""
+    s = make_system(sizes={"64K": "madvise", "2M": "never"})
+    p = s.process("main")
+    a = thp_region(p, 256 * KB)
+    assert p.mremap(a + 80 * KB, PAGE, PAGE, a + 16 * KB) == 0
+    assert p.pin(a, 64 * KB, "p") == 0
+    assert p.status()["vm_pin_kb"] == 128
+
+
+def test_pin_slow_path_touches_what_it_follows_and_the_fast_path_does_not() -> None:
+    """``pin_user_pages_fast``: gup-fast pins the leading present, writable pages untouched;
+    from the first page it cannot take, ``__get_user_pages`` runs with FOLL_TOUCH and a clean
+    writable page's folio becomes dirty (live kernel: MADV_FREE of 128 KiB, page 0 dropped;
+    the pin of [0,64K) dirties pages 1-15, LazyFree 124 -> 64 kB; the pin of [64K,128K),
+    all present, changes nothing; scenario pin-slow-path-redirties-lazyfree-pages)."""
+    s = make_system()
+    p = s.process("main")
+    a = thp_region(p, PMD, advice="nohugepage")
+    assert p.madvise(a, 128 * KB, "free") == 0
+    assert p.madvise(a, PAGE, "dontneed") == 0
+    assert smap_at(p, a).lazyfree_kb == 124
+    assert p.pin(a, 64 * KB, "slow") == 0
+    assert smap_at(p, a).lazyfree_kb == 64
+    assert p.pin(a + 64 * KB, 64 * KB, "fast") == 0
+    assert smap_at(p, a).lazyfree_kb == 64
+    assert all("dirty" in cmp_flags(x) for x in pages(p, a + PAGE, 15 * PAGE))

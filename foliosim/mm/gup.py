@@ -188,8 +188,12 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     end = start + length
     if length == 0:
         return EFAULT
+    # gup_fast pins the leading pages mapped present and writable as they are; from the first
+    # other page on, __get_user_pages runs with FOLL_TOUCH (follow_touch_range below)
+    slow = _gup_fast_end(mm, start, end)
     got = None if s.tracing else _pin_range_at_once(s, mm, start, end)
     if isinstance(got, int):
+        follow_touch_range(s, mm, slow, _writable_end(mm, start, end))
         return got
     pages: list[tuple[int, int]] = got or []
     for addr in range(start, end, 4096) if got is None else ():
@@ -202,9 +206,13 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
             for f, _ in pages:
                 unpin_folio(s, f)
             return EFAULT
+        if addr >= slow:
+            follow_touch(s, mm, addr, True)
         f, k, _ = follow_page(s, mm, addr)
         try_grab_folio(s, f)
         pages.append((f, k))
+    if got is not None:
+        follow_touch_range(s, mm, slow, end)
     mm.has_pinned = True
     buf = IoBuffer(mm, pages=list(pages))
     if len(pages) > 1 and _check_coalesce(s, pages):
@@ -217,15 +225,62 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
             buf.pins.append((f, 1))
     else:
         buf.pins = [(f, 1) for f, _ in pages]
-    last = None
+    charged: set[int] = set()  # headpage_already_acct: a large folio counts once a buffer
     for f, _ in buf.pins:
         if s.folios.order[f] == 0:
             buf.acct_pages += 1
-        elif f != last:
+        elif f not in charged:
             buf.acct_pages += s.folios.nr(f)
-            last = f
+            charged.add(f)
     mm.pinned_vm += buf.acct_pages
     return buf
+
+
+def _gup_fast_end(mm: MM, start: int, end: int) -> int:
+    """Where ``gup_fast`` stops in ``[start, end)``: at the first page not mapped present
+    and writable (by a PTE or a PMD), which the slow path then handles."""
+    a = start
+    while a < end:
+        ent = mm.pmd.get(a >> 21)
+        nxt = min(((a >> 21) + 1) << 21, end)
+        if isinstance(ent, PmdLeaf):
+            if ent.fid < 0 or not ent.bits & P_WRITE:
+                return a
+        elif isinstance(ent, PteTable):
+            i, n = (a >> 12) & 511, (nxt - a) >> 12
+            fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
+            ok = (fid >= 0) & ((bits & (P_WRITE | P_SWAP)) == P_WRITE)
+            if not ok.all():
+                return a + (int(ok.argmin()) << 12)
+        else:
+            return a
+        a = nxt
+    return end
+
+
+def _writable_end(mm: MM, start: int, end: int) -> int:
+    """The end of the run of writable, non-guard VMAs from ``start`` (where a pin's faults
+    stop)."""
+    stop = start
+    for vma in mm.vmas_in(start, end):
+        if vma.start > stop or not vma.flags & VM_WRITE or vma.guard:
+            break
+        stop = min(vma.end, end)
+    return stop
+
+
+def follow_touch_range(s: System, mm: MM, start: int, end: int) -> None:
+    """:func:`follow_touch` with FOLL_WRITE on every page of ``[start, end)``: a PMD mapping
+    once per slot, PTEs a page table at a time."""
+    a = start
+    while a < end:
+        ent = mm.pmd.get(a >> 21)
+        nxt = min(((a >> 21) + 1) << 21, end)
+        if isinstance(ent, PmdLeaf):
+            follow_touch(s, mm, a, True)
+        elif isinstance(ent, PteTable):
+            _touch_ptes(s, ent, (a >> 12) & 511, (nxt - a) >> 12)
+        a = nxt
 
 
 def _pin_range_at_once(s: System, mm: MM, start: int, end: int
@@ -237,11 +292,7 @@ def _pin_range_at_once(s: System, mm: MM, start: int, end: int
     such page goes to the loop, None). So the faults come first, a page table at a time
     (:func:`_faultin_empty`), then the grabs (:func:`_grab_present_range`). Returns the
     (folio, page) pairs, -EFAULT as the loop would (the pages faulted in stay), or None."""
-    stop = start
-    for vma in mm.vmas_in(start, end):
-        if vma.start > stop or not vma.flags & VM_WRITE or vma.guard:
-            break
-        stop = min(vma.end, end)
+    stop = _writable_end(mm, start, end)
     if not _pin_checks(mm, start, stop):
         return None
     if stop > start and _faultin_empty(s, mm, start, stop):
