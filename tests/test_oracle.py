@@ -130,6 +130,47 @@ def test_copy_unsafe_is_caught_at_the_device_write_and_names_its_copy() -> None:
         assert follow(steps, safe)[2] == []
 
 
+def test_copy_unsafe_is_caught_when_the_process_writes_and_the_device_reads() -> None:
+    """The other direction: after copy-unsafe replaced the pinned pages, a store by the
+    process goes to the copies and the device, reading through the pin, no longer sees it
+    (reported once per page, for the pin; the safe policies keep the mapping on the pinned
+    pages)."""
+    steps = THP_REGION + """\
+- {op: pin, region: r, offset: 1536K, length: 64K, id: b}
+- {op: mprotect, region: r, length: 1M, prot: r}
+- {op: write, region: r, offset: 1536K, length: 64K, value: 7}
+- {op: dma_write, id: b, value: 9}
+"""
+    _, _, found = follow(steps, "copy-unsafe")
+    assert len(found) == 16  # every page of the 64K buffer, once
+    c = found[0]
+    assert (c.step, c.op, c.process, c.expected, c.found) == (5, "write", "device (pin b)", 7, 1)
+    assert c.by_policy and c.cause.startswith("step 4 (mprotect): copy:")
+    for safe in ("linux-6.18", "split-on-cut", "split-or-copy"):
+        assert follow(steps, safe)[2] == []
+
+
+def test_a_pinned_lazyfree_page_must_not_read_zero() -> None:
+    """MADV_FREE allows a page to read zero until the next store, but reclaim never discards
+    a pinned folio, so while a pin holds the page a zero is a corruption. The model keeps the
+    page (nothing reported); a model that dropped it is caught, on a pinned page only."""
+    steps = THP_REGION + """\
+- {op: mprotect, region: r, length: 4K, prot: r}
+- {op: mprotect, region: r, length: 4K, prot: rw}
+- {op: pin, region: r, offset: 4K, length: 4K, id: b}
+- {op: madvise, region: r, length: 64K, advice: free}
+- {op: dma_write, id: b, value: 9}
+- {op: madvise, region: r, length: 64K, advice: pageout}
+"""
+    run, oracle, found = follow(steps)
+    assert found == []
+    pt = run.system.processes["main"].mm.pmd[run.regions["main"]["r"][0] >> 21]
+    pt.fid[1:3] = -1  # as if reclaim had discarded pages 1 (pinned) and 2 (not pinned)
+    got = oracle.check(len(oracle.ops) - 1, run.system)
+    assert [(c.addr - run.regions["main"]["r"][0], c.expected, c.found) for c in got] == [
+        (4096, 9, 0)]
+
+
 def test_copy_unsafe_corrupts_under_dma_write_over_many_seeds() -> None:
     caught = 0
     for seed in range(20):
@@ -137,8 +178,11 @@ def test_copy_unsafe_corrupts_under_dma_write_over_many_seeds() -> None:
                          seed=seed, workload="pinned-buffers")
         mine = [c for c in r.corruptions if c.by_policy]
         caught += bool(mine)
-        # a replaced pinned page reads wrong only once the device writes into the old page
-        assert all(c.op == "dma_write" and ": copy: " in c.cause for c in mine)
+        # a replaced pinned page shows once either side writes: the process reads stale data
+        # after the device writes into the old page, or the device reads stale data after the
+        # process stores into its copy
+        assert all(": copy: " in c.cause for c in mine)
+        assert all(c.op == "dma_write" or c.process.startswith("device (pin ") for c in mine)
     assert caught >= 10
 
 

@@ -2,9 +2,8 @@
 holds, like an in-flight transfer into a registered buffer.
 
 It writes exactly the pages of the pinned range, remembered as (folio, page) when the pin was
-taken; a pinned folio can be neither split nor freed, so those stay valid while the pin lives.
-(:meth:`foliosim.mm.system.Process.dma_write` writes every page of each pinned folio instead,
-also pages outside the registered range when the buffer covers part of a large folio.)
+taken; a pinned folio can be neither split nor freed, so those stay valid while the pin lives
+(as :meth:`foliosim.mm.system.Process.dma_write` does).
 """
 
 from __future__ import annotations

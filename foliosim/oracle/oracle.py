@@ -3,9 +3,11 @@ read at every address (:mod:`foliosim.oracle.memory`), and after each step compa
 what the model's page tables actually hold (:mod:`foliosim.oracle.reader`).
 
 A process must read its own last store, what it inherited at fork, or what a device wrote
-through a pin into a page the process still maps. Anything else is a corruption; the report
-names the process, address, expected and found value, the step where it showed, and the last
-policy action that touched that page.
+through a pin into a page the process still maps; a device reading through a pin must see what
+the processes that still map the pinned pages stored there. Anything else is a corruption; the
+report names the process (or the pin), address, expected and found value, the step where it
+showed, and the last policy action that touched that page. A MADV_FREE'd page may read as zero
+until the next store, but not while a pin holds it (reclaim never discards a pinned folio).
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ class Oracle:
         :param actions: the policy's :class:`foliosim.policies.Action` log, to name causes
         """
         found_all: list[Corruption] = []
+        pinned = self._pinned_idents()
         for name, mem in self.procs.items():
             p = system.processes.get(name)
             if p is None:
@@ -177,7 +180,8 @@ class Oracle:
                 if not mapped.any():
                     continue
                 found, known = read_slot(system, p.mm, slot)
-                bad = mapped & known & (found != st.val) & ~(st.lazy & (found == 0))
+                may_be_zero = st.lazy & ~np.isin(st.ident, pinned)
+                bad = mapped & known & (found != st.val) & ~(may_be_zero & (found == 0))
                 if not bad.any():
                     continue
                 op = self.ops[index] if index < len(self.ops) else "?"
@@ -188,7 +192,62 @@ class Oracle:
                                                 system.fmt_addr(p.mm, addr)))
                 st.val[bad] = found[bad]
                 st.lazy[bad] = False
+                self._detach(st.ident[bad])
+        found_all += self._check_pins(index, system, actions)
         return found_all
+
+    def _detach(self, idents: np.ndarray) -> None:
+        """Once a pinned page and the mapping of it have diverged (one corruption reported),
+        the pin holds a page of its own: it gets new identities that no process maps, so the
+        same divergence is not reported again from the other side."""
+        for pin in self.pins.values():
+            m = np.isin(pin.idents, idents)
+            if m.any():
+                pin.idents = pin.idents.copy()
+                pin.idents[m] = self._ids(int(m.sum()))
+
+    def _pinned_idents(self) -> np.ndarray:
+        """The page identities some active pin holds."""
+        ids = [pin.idents for pin in self.pins.values() if pin.active]
+        return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+    def _check_pins(self, index: int, system: System, actions: Iterable[Any]
+                    ) -> list[Corruption]:
+        """What a device reads through each active pin against what the processes still
+        mapping the pinned pages must read there (a process store the device does not see is
+        as much a corruption as a device write the process does not see). Reported once per
+        page: the pin is then detached from the mapping (:meth:`_detach`)."""
+        out: list[Corruption] = []
+        for pid, pin in self.pins.items():
+            buf = system.pins.get(pid) if pin.active else None
+            if buf is None or len(buf.pages) != len(pin.idents):
+                continue
+            for j, (f, k) in enumerate(buf.pages):
+                where = self._where_mapped(int(pin.idents[j]))
+                if where is None:
+                    continue  # no process maps the page any more: nothing to compare
+                name, addr, st, i = where
+                found = system.folios.value(f, k)
+                if found == int(st.val[i]):
+                    continue
+                op = self.ops[index] if index < len(self.ops) else "?"
+                p = system.processes.get(name)
+                out.append(Corruption(index, op, f"device (pin {pid})", addr, int(st.val[i]),
+                                      found, self._cause(name, addr, actions),
+                                      system.fmt_addr(p.mm, addr) if p is not None else ""))
+                self._detach(pin.idents[j:j + 1])
+        return out
+
+    def _where_mapped(self, ident: int) -> tuple[str, int, Any, int] | None:
+        """A process, address, slot state and index where page identity ``ident`` is
+        mapped, if any."""
+        for name, mem in self.procs.items():
+            for slot, st in mem.items():
+                hit = np.flatnonzero(st.ident == ident)
+                if len(hit):
+                    i = int(hit[0])
+                    return name, (slot << 21) + (i << 12), st, i
+        return None
 
     def _cause(self, process: str, addr: int, actions: Iterable[Any]) -> str:
         last = None
