@@ -294,3 +294,16 @@ def test_pin_slow_path_touches_what_it_follows_and_the_fast_path_does_not() -> N
     assert p.pin(a + 64 * KB, 64 * KB, "fast") == 0
     assert smap_at(p, a).lazyfree_kb == 64
     assert all("dirty" in cmp_flags(x) for x in pages(p, a + PAGE, 15 * PAGE))
+
+
+def test_pin_of_more_than_1_gib_is_efault_before_anything_is_faulted() -> None:
+    """``io_validate_user_buf_range``: a buffer of 0 bytes or over 1 GiB is refused with
+    -EFAULT before any page is looked at (kernel source; too big for a live scenario)."""
+    from foliosim.mm.system import System, ThpSettings
+
+    s = System(ThpSettings(enabled="madvise"), ram_bytes=4 << 30)
+    p = s.process("main")
+    a = region(p, (1 << 30) + PMD)
+    assert p.pin(a, (1 << 30) + PAGE, "big") == -14
+    assert not p.mm.pmd  # nothing faulted in
+    assert p.pin(a, 1 << 30, "max") == 0

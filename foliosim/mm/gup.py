@@ -186,7 +186,7 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     pin per folio when the pages form whole runs of equal-size large folios; pinned_vm is
     charged by whole folios (``io_buffer_account_pin``)."""
     end = start + length
-    if length == 0:
+    if length == 0 or length > 1 << 30:  # io_validate_user_buf_range: at most 1 GiB
         return EFAULT
     # gup_fast pins the leading pages mapped present and writable as they are; from the first
     # other page on, __get_user_pages runs with FOLL_TOUCH (follow_touch_range below)
