@@ -190,7 +190,7 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
         return EFAULT
     # gup_fast pins the leading pages mapped present and writable as they are; from the first
     # other page on, __get_user_pages runs with FOLL_TOUCH (follow_touch_range below)
-    slow = _gup_fast_end(mm, start, end)
+    slow = _first_not_present_writable(mm, start, end, False)
     got = None if s.tracing else _pin_range_at_once(s, mm, start, end)
     if isinstance(got, int):
         follow_touch_range(s, mm, slow, _writable_end(mm, start, end))
@@ -236,9 +236,9 @@ def io_sqe_buffer_register(s: System, mm: MM, start: int, length: int) -> IoBuff
     return buf
 
 
-def _gup_fast_end(mm: MM, start: int, end: int) -> int:
-    """Where ``gup_fast`` stops in ``[start, end)``: at the first page not mapped present
-    and writable (by a PTE or a PMD), which the slow path then handles."""
+def _first_not_present_writable(mm: MM, start: int, end: int, empty_ok: bool) -> int:
+    """The first page of ``[start, end)`` not mapped present and writable (by a PTE or a
+    PMD), ``end`` if none; with ``empty_ok`` a page nothing maps passes too."""
     a = start
     while a < end:
         ent = mm.pmd.get(a >> 21)
@@ -250,9 +250,11 @@ def _gup_fast_end(mm: MM, start: int, end: int) -> int:
             i, n = (a >> 12) & 511, (nxt - a) >> 12
             fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
             ok = (fid >= 0) & ((bits & (P_WRITE | P_SWAP)) == P_WRITE)
+            if empty_ok:
+                ok |= fid == -1
             if not ok.all():
                 return a + (int(ok.argmin()) << 12)
-        else:
+        elif not empty_ok:
             return a
         a = nxt
     return end
@@ -293,32 +295,13 @@ def _pin_range_at_once(s: System, mm: MM, start: int, end: int
     (:func:`_faultin_empty`), then the grabs (:func:`_grab_present_range`). Returns the
     (folio, page) pairs, -EFAULT as the loop would (the pages faulted in stay), or None."""
     stop = _writable_end(mm, start, end)
-    if not _pin_checks(mm, start, stop):
+    if _first_not_present_writable(mm, start, stop, True) < stop:
         return None
     if stop > start and _faultin_empty(s, mm, start, stop):
         return EFAULT
     if stop < end:
         return EFAULT
     return _grab_present_range(s, mm, start, end)
-
-
-def _pin_checks(mm: MM, start: int, end: int) -> bool:
-    """Is every page of ``[start, end)`` empty or mapped present and writable?"""
-    a = start
-    while a < end:
-        ent = mm.pmd.get(a >> 21)
-        nxt = min(((a >> 21) + 1) << 21, end)
-        if isinstance(ent, PmdLeaf):
-            if ent.fid < 0 or not ent.bits & P_WRITE:
-                return False
-        elif isinstance(ent, PteTable):
-            i, n = (a >> 12) & 511, (nxt - a) >> 12
-            fid, bits = ent.fid[i:i + n], ent.bits[i:i + n]
-            ok = (fid == -1) | ((fid >= 0) & ((bits & (P_WRITE | P_SWAP)) == P_WRITE))
-            if not ok.all():
-                return False
-        a = nxt
-    return True
 
 
 def _faultin_empty(s: System, mm: MM, start: int, end: int) -> int:
