@@ -218,12 +218,13 @@ class Oracle:
         as much a corruption as a device write the process does not see). Reported once per
         page: the pin is then detached from the mapping (:meth:`_detach`)."""
         out: list[Corruption] = []
+        located = self._pinned_locations()
         for pid, pin in self.pins.items():
             buf = system.pins.get(pid) if pin.active else None
             if buf is None or len(buf.pages) != len(pin.idents):
                 continue
             for j, (f, k) in enumerate(buf.pages):
-                where = self._where_mapped(int(pin.idents[j]))
+                where = located.get(int(pin.idents[j]))
                 if where is None:
                     continue  # no process maps the page any more: nothing to compare
                 name, addr, st, i = where
@@ -238,16 +239,18 @@ class Oracle:
                 self._detach(pin.idents[j:j + 1])
         return out
 
-    def _where_mapped(self, ident: int) -> tuple[str, int, Any, int] | None:
-        """A process, address, slot state and index where page identity ``ident`` is
-        mapped, if any."""
+    def _pinned_locations(self) -> dict[int, tuple[str, int, Any, int]]:
+        """For each page identity an active pin holds and some process maps: that process,
+        the address, the slot state and the index (the first met)."""
+        pinned = self._pinned_idents()
+        out: dict[int, tuple[str, int, Any, int]] = {}
+        if not len(pinned):
+            return out
         for name, mem in self.procs.items():
             for slot, st in mem.items():
-                hit = np.flatnonzero(st.ident == ident)
-                if len(hit):
-                    i = int(hit[0])
-                    return name, (slot << 21) + (i << 12), st, i
-        return None
+                for i in np.flatnonzero(np.isin(st.ident, pinned)).tolist():
+                    out.setdefault(int(st.ident[i]), (name, (slot << 21) + (i << 12), st, i))
+        return out
 
     def _cause(self, process: str, addr: int, actions: Iterable[Any]) -> str:
         last = None
