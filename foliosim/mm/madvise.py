@@ -27,7 +27,7 @@ from foliosim.mm.mm_types import (
     VM_WRITE,
     VMA,
 )
-from foliosim.mm.pgtable import NONE, P_DIRTY, P_SWAP, PMD_SIZE, PmdLeaf, PteTable
+from foliosim.mm.pgtable import NONE, P_DIRTY, P_SWAP, P_WRITE, PMD_SIZE, PmdLeaf, PteTable
 
 if TYPE_CHECKING:
     from foliosim.mm.system import System
@@ -492,8 +492,6 @@ def collapse_huge_page(s: System, vma: VMA, haddr: int) -> str:
         memory.folio_put(s, f, n)
         i += n
     del mm.pmd[slot]
-    from foliosim.mm.pgtable import P_WRITE
-
     # always dirty, writable with VM_WRITE (maybe_pmd_mkwrite(pmd_mkdirty(...)))
     mm.pmd[slot] = PmdLeaf(new, P_DIRTY | (P_WRITE if vma.flags & VM_WRITE else 0))
     rmap.folio_add_new_anon_rmap(s, new, vma, haddr, pmd=True)

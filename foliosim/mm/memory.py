@@ -852,8 +852,7 @@ def zap_pte_range(s: System, vma: VMA, pt: PteTable, i: int, iend: int) -> None:
         mm.anon_pages -= n
         rmap.folio_remove_rmap_ptes(s, f, k, n, vma)
         folio_put(s, f, n)
-        if s.folios.flags[f] & PG_SWAPCACHE:  # free_pages_and_swap_cache
-            swap.free_swap_cache(s, f)
+        swap.free_swap_cache(s, f)  # free_pages_and_swap_cache
         i += n
 
 
