@@ -119,6 +119,43 @@ def test_bench_json_shape_tiny(tmp_path: Path) -> None:
     assert md2.read_text().split("## 3. Growth")[1] == text.split("## 3. Growth")[1]
 
 
+def test_results_keep_the_hand_written_history(tmp_path: Path) -> None:
+    """--results rewrites the generated sections and keeps the '## History' part as it was."""
+    saved = tmp_path / "bench.json"
+    repo = Path(__file__).parents[1]
+    saved.write_text((repo / "benchmarks" / "bench.json").read_text())
+    md = tmp_path / "RESULTS.md"
+    history = "## History (by hand)\n\n| row |\n|---|\n| kept |\n\nA paragraph.\n"
+    md.write_text("# stale generated part\n\n" + history)
+    result = runner.invoke(app, ["bench", "--from-json", str(saved), "--out", str(tmp_path),
+                                 "--results", str(md)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    assert "stale generated part" not in text
+    assert text.startswith("# Benchmark results") and text.endswith("\n\n" + history)
+    assert text.count("## History") == 1
+    # a file without the section gets none
+    md.write_text("# old\n")
+    runner.invoke(app, ["bench", "--from-json", str(saved), "--out", str(tmp_path),
+                        "--results", str(md)])
+    assert "## History" not in md.read_text()
+
+
+def test_quick_run_leaves_the_full_run_files_alone(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out, --quick writes to benchmarks/quick/, not over benchmarks/bench.json."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    full = tmp_path / "benchmarks" / "bench.json"
+    full.write_text("{}")
+    result = runner.invoke(app, ["bench", "--quick", "--no-corpus", "--sizes", "32M,64M"])
+    assert result.exit_code == 0, result.output
+    assert full.read_text() == "{}"
+    quick = json.loads((tmp_path / "benchmarks" / "quick" / "bench.json").read_text())
+    assert [g["size_bytes"] for g in quick["growth"]] == [32 * MiB, 64 * MiB]
+    assert (tmp_path / "benchmarks" / "quick" / "growth.png").stat().st_size > 0
+
+
 def test_memory_breakdown_and_vma_scaling() -> None:
     from foliosim.bench.profile import memory_breakdown, vma_scaling
     from foliosim.mm.system import System, ThpSettings

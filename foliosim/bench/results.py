@@ -15,7 +15,8 @@ from foliosim.bench.churn import ChurnResult, GiB, TiB
 from foliosim.bench.corpus import SIM_RUNS, CorpusResult
 from foliosim.bench.faultunmap import FaultUnmapResult
 
-__all__ = ["TARGETS", "growth_row", "machine", "plot_growth", "render_markdown", "summary"]
+__all__ = ["HISTORY", "TARGETS", "growth_row", "kept_history", "machine", "plot_growth",
+           "render_markdown", "summary"]
 
 TARGETS = {"ratio_overall": 1.0, "ratio_op_max": 10.0, "tib_churn_seconds": 60.0,
            "tib_churn_peak_rss_bytes": 4 * GiB, "fault_unmap_per_second": 200_000.0}
@@ -235,6 +236,19 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
               "on this machine, most of it the live corpus and the 1 TiB churn; `--quick` for a "
               "subset in a minute or two).", ""]
     return "\n".join(lines)
+
+
+HISTORY = "## History"
+
+
+def kept_history(text: str) -> str:
+    """The hand-written part of an existing RESULTS.md: from its :data:`HISTORY` heading (at
+    the start of a line) to the end, with a blank line before it; empty if it has none."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith(HISTORY):
+            return "\n" + "".join(lines[i:])
+    return ""
 
 
 def plot_growth(growth: list[dict[str, Any]], path: Path) -> Path:

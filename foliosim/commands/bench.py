@@ -19,6 +19,8 @@ __all__ = ["bench", "register"]
 
 FULL_SIZES = "1G,16G,256G,1T"
 QUICK_SIZES = "1G,4G,16G"
+FULL_OUT = Path("benchmarks")
+QUICK_OUT = FULL_OUT / "quick"  # ignored by git
 
 
 def _sizes(text: str, option: str = "--sizes") -> list[int]:
@@ -40,14 +42,17 @@ def bench(
         = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON "
                                           "object (progress goes to stderr)")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="directory for growth.png and "
-                                          "bench.json")] = Path("benchmarks"),
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="directory for growth.png and bench.json (default benchmarks/, "
+        "with --quick benchmarks/quick/: a quick run leaves the full run's files alone)")]
+        = None,
     sizes: Annotated[str | None, typer.Option("--sizes", help="churn sizes, comma-separated "
                                               f"(default {FULL_SIZES})")] = None,
     corpus: Annotated[bool, typer.Option("--corpus/--no-corpus",
                                          help="run part 1 (needs the live kernel)")] = True,
-    results: Annotated[Path | None, typer.Option("--results", help="also write the figures "
-                                                 "as markdown here (benchmarks/RESULTS.md)")]
+    results: Annotated[Path | None, typer.Option(
+        "--results", help="also write the figures as markdown here (benchmarks/RESULTS.md); "
+        "a '## History' section already there, written by hand, is kept at the end")]
         = None,
     profile: Annotated[str | None, typer.Option("--profile", help="also profile the churn at "
                                                 "this size (e.g. 16G) and list the hot spots")]
@@ -64,6 +69,9 @@ def bench(
 
     size_list = _sizes(sizes or (QUICK_SIZES if quick else FULL_SIZES))
     prof_size = _sizes(profile, "--profile")[0] if profile else None
+    if out_dir is None:
+        out_dir = QUICK_OUT if quick else FULL_OUT
+        out_dir.mkdir(parents=True, exist_ok=True)
     if not out_dir.is_dir():
         if not out_dir.parent.is_dir():
             raise BadInput(f"{out_dir}: directory {str(out_dir.parent)!r} does not exist")
@@ -113,7 +121,9 @@ def bench(
                 rel = str(Path(summary["plot"]).resolve().relative_to(results.parent.resolve()))
             except ValueError:
                 rel = str(Path(summary["plot"]).resolve())
-        write_atomically(results, rs.render_markdown(summary, plot=rel, hot_spots=hot))
+        old = results.read_text() if results.is_file() else ""
+        write_atomically(results, rs.render_markdown(summary, plot=rel, hot_spots=hot)
+                         + rs.kept_history(old))
         log(f"results: {results}")
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
