@@ -44,10 +44,23 @@ def test_churn_is_seeded_and_ops_scale_with_size() -> None:
     assert c.regions == 2 * a.regions and c.ops > a.ops
 
 
-def test_churn_subprocess_reports_its_peak_rss() -> None:
-    r = run_in_subprocess(ChurnConfig(128 * MiB))
+def test_churn_subprocess_reports_its_peak_rss_and_progress() -> None:
+    seen: list[tuple[int, int]] = []
+    cfg = ChurnConfig(128 * MiB, region_size=16 * MiB)  # 8 regions, 2 rounds
+    r = run_in_subprocess(cfg, progress=lambda done, total: seen.append((done, total)))
     assert r.peak_rss_bytes >= r.baseline_rss_bytes > 0
     assert r.ops > 0
+    # a unit per region populated and per region visit: 8 + 2 * 8, each reported once
+    assert seen == [(k, 24) for k in range(1, 25)]
+
+
+def test_churn_progress_counts_regions_then_visits() -> None:
+    seen: list[tuple[int, int]] = []
+    cfg = ChurnConfig(4 * GiB, rounds=3, forks=0)  # 32 regions of 128 MiB
+    run_churn(cfg, progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {32 * (1 + 3)}
+    done = [d for d, _ in seen]
+    assert done == sorted(set(done)) and done[-1] == 128
 
 
 def test_fault_unmap_counts_folios() -> None:

@@ -22,7 +22,8 @@ madvise dontneed, free, cold, pageout, and a write. A shrink follows every
 into an eighth of the regions (copy-on-write) and the child exits.
 
 Run it in a subprocess to measure its peak RSS: ``python -m foliosim.bench.churn --size 1T``
-prints one JSON object (:func:`run_in_subprocess` does that).
+prints one JSON object (:func:`run_in_subprocess` does that; with ``--progress`` it also
+writes ``progress DONE TOTAL`` lines to stderr, a unit being a region populated or visited).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -166,11 +168,15 @@ def _resident(system: System) -> tuple[dict[str, int], float]:
     return by, (by["order0"] / total if total else 0.0)
 
 
-def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = None
-              ) -> ChurnResult:
+Progress = Callable[[int, int], None]
+
+
+def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = None,
+              progress: Progress | None = None) -> ChurnResult:
     """Run the churn workload in this process; returns counts, timings and the memory mix.
     ``inspect(moment, system)`` is called after populating, with the child of every fork
-    alive, and at the end (to look at the model's memory, say)."""
+    alive, and at the end (to look at the model's memory, say); ``progress(done, total)``
+    now and then, counting regions populated and region visits."""
     rng = random.Random(cfg.seed)
     system = System(ThpSettings(enabled=SETTINGS["enabled"], sizes=dict(SETTINGS["sizes"]),
                                 max_ptes_none=SETTINGS["max_ptes_none"]),
@@ -182,12 +188,19 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
     nreg = cfg.regions
     kinds = _kinds(nreg, rng)
     phases: dict[str, float] = {}
+    total = nreg * (1 + cfg.rounds)
+    every = max(1, total // 200)
+
+    def tick(done: int) -> None:
+        if progress and (done % every == 0 or done == total):
+            progress(done, total)
+
     t_start = time.perf_counter()
 
     # populate
     t0 = time.perf_counter()
     bases: list[int] = []
-    for kind in kinds:
+    for done, kind in enumerate(kinds, 1):
         a = p.run("mmap", p.p.mmap_region, rb)
         bases.append(a)
         if kind == "small":
@@ -204,6 +217,7 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
                 p.call("write:first-touch", a + off, PAGE, 1)
             p.call("madvise:hugepage", a, rb, "hugepage")
             p.call("write", a, rb, 1)
+        tick(done)
     phases["populate"] = time.perf_counter() - t0
     if inspect:
         inspect("populated", system)
@@ -227,6 +241,7 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
             _churn_region(p, bases[r], zone, rng, rnd)
             if visit % SHRINK_EVERY == 0:
                 p.run("shrink", system.shrink)
+            tick(nreg + visit)
     p.run("shrink", system.shrink)
     phases["churn"] = time.perf_counter() - t0 - t_fork
     phases["fork+cow+exit"] = t_fork
@@ -241,11 +256,11 @@ def run_churn(cfg: ChurnConfig, inspect: Callable[[str, System], None] | None = 
         "thp_underused_split_page", "pglazyfree")}
     counters["mthp_64k_fault_alloc"] = int(system.vmstat.mthp[4].get("anon_fault_alloc", 0))
     counters["mthp_64k_split"] = int(system.vmstat.mthp[4].get("split", 0))
-    total = sum(ops.values())
-    return ChurnResult(size=cfg.size, seed=cfg.seed, regions=nreg, ops=total,
+    nops = sum(ops.values())
+    return ChurnResult(size=cfg.size, seed=cfg.seed, regions=nreg, ops=nops,
                        ops_by_kind=dict(sorted(ops.items())), errors=p.errors,
                        seconds=seconds, phase_seconds=phases,
-                       ops_per_second=total / seconds if seconds else 0.0,
+                       ops_per_second=nops / seconds if seconds else 0.0,
                        resident_bytes_by_order=by_order, small_page_fraction=small,
                        counters=counters, extra={"kinds": dict(Counter(kinds))},
                        seconds_by_kind={k: secs[k] for k in sorted(secs)})
@@ -308,17 +323,30 @@ def _rss_now() -> int:
     return 0
 
 
-def run_in_subprocess(cfg: ChurnConfig, timeout: float | None = None) -> ChurnResult:
+def run_in_subprocess(cfg: ChurnConfig, progress: Progress | None = None) -> ChurnResult:
     """Run the churn in a fresh Python process and read back its result with its peak RSS
-    (``ru_maxrss``) and the RSS it had before the workload started."""
+    (``ru_maxrss``) and the RSS it had before the workload started; ``progress`` is called
+    with the child's progress lines as they come."""
     cmd = [sys.executable, "-m", "foliosim.bench.churn", "--size", str(cfg.size),
            "--seed", str(cfg.seed), "--rounds", str(cfg.rounds), "--forks", str(cfg.forks),
-           "--region-size", str(cfg.region_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"churn subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return ChurnResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
+           "--region-size", str(cfg.region_size), "--progress"]
+    errors: list[str] = []
+    with tempfile.TemporaryFile("w+") as result, subprocess.Popen(
+            cmd, stdout=result, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"}) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            word = line.split()
+            if len(word) == 3 and word[0] == "progress" and progress:
+                progress(int(word[1]), int(word[2]))
+            elif word and word[0] != "progress":
+                errors.append(line)
+        proc.wait()
+        if proc.returncode != 0:
+            tail = "".join(errors)[-2000:]
+            raise RuntimeError(f"churn subprocess failed ({proc.returncode}): {tail}")
+        result.seek(0)
+        return ChurnResult(**json.loads(result.read().strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -329,9 +357,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--forks", type=int, default=2)
     ap.add_argument("--region-size", type=int, default=REGION_SIZE)
+    ap.add_argument("--progress", action="store_true",
+                    help="write 'progress DONE TOTAL' lines to stderr")
     a = ap.parse_args(argv)
+
+    def report(done: int, total: int) -> None:
+        print(f"progress {done} {total}", file=sys.stderr, flush=True)
+
     baseline = _rss_now()
-    res = run_churn(ChurnConfig(a.size, a.seed, a.rounds, a.forks, a.region_size))
+    res = run_churn(ChurnConfig(a.size, a.seed, a.rounds, a.forks, a.region_size),
+                    progress=report if a.progress else None)
     res.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     res.baseline_rss_bytes = baseline
     res.bytes_per_gib = (res.peak_rss_bytes - baseline) / (res.size / GiB)

@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from foliosim.cli import BadInput, guarded, out, write_atomically
 
@@ -93,7 +102,7 @@ def bench(
         if not isinstance(summary, dict) or "growth" not in summary:
             raise BadInput(f"{from_json}: not a bench.json of foliosim bench")
     else:
-        summary = _measure(size_list, quick, corpus, seed, log)
+        summary = _measure(size_list, quick, corpus, seed, log, say)
 
     hot = summary.get("hot_spots_markdown")
     if prof_size:
@@ -131,9 +140,26 @@ def bench(
         _print_summary(summary)
 
 
+def _bar(console: Console) -> Progress:
+    """A progress bar on ``console`` (gone when done; off when it is not a terminal). It is
+    drawn only when told (:func:`_set_done`), between the steps being timed: a refresh
+    thread would take the interpreter from the simulator while it is timed."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True, auto_refresh=False,
+                    disable=not console.is_terminal)
+
+
+def _set_done(bar: Progress, task: TaskID, done: int, total: int | None,
+              description: str | None = None) -> None:
+    """Move ``task`` of ``bar`` to ``done`` of ``total`` and redraw."""
+    bar.update(task, completed=done, total=total, description=description)
+    bar.refresh()
+
+
 def _measure(size_list: list[int], quick: bool, corpus: bool, seed: int,
-             log: Callable[[str], None]) -> dict[str, Any]:
-    """Parts 1-4: the corpus beside the kernel, the churn at every size, fault+unmap."""
+             log: Callable[[str], None], console: Console) -> dict[str, Any]:
+    """Parts 1-4: the corpus beside the kernel, the churn at every size, fault+unmap, with
+    progress bars on ``console``."""
     from foliosim.bench import churn as ch
     from foliosim.bench import corpus as cp
     from foliosim.bench import faultunmap
@@ -143,7 +169,13 @@ def _measure(size_list: list[int], quick: bool, corpus: bool, seed: int,
     if corpus:
         files = cp.corpus_files(quick=quick)
         log(f"1. corpus: {len(files)} scenarios on the simulator (warm) and the live kernel")
-        corpus_res = cp.run_corpus(files, progress=None)
+        with _bar(console) as bar:
+            task = bar.add_task("corpus", total=len(files))
+
+            def scenario_done(name: str, k: int, n: int) -> None:
+                _set_done(bar, task, k, n, f"corpus: {name}")
+
+            corpus_res = cp.run_corpus(files, progress=scenario_done)
         if corpus_res.unavailable:
             log(f"   skipped: the live kernel is unavailable here ({corpus_res.unavailable})")
         else:
@@ -156,13 +188,18 @@ def _measure(size_list: list[int], quick: bool, corpus: bool, seed: int,
 
     growth: list[Any] = []
     log(f"2/3. churn at {', '.join(rs.human(s) for s in size_list)} (each in a subprocess)")
-    for size in size_list:
-        r = ch.run_in_subprocess(ch.ChurnConfig(size, seed=seed))
-        growth.append(r)
-        log(f"   {rs.human(size)}: {r.ops:,} ops in {r.seconds:,.1f} s "
-            f"({r.ops_per_second:,.0f} ops/s), peak RSS {rs.human(r.peak_rss_bytes)}, "
-            f"{rs.human(r.bytes_per_gib)} per simulated GiB, "
-            f"{r.small_page_fraction:.0%} of resident memory in small pages")
+    with _bar(console) as bar:
+        for size in size_list:
+            task = bar.add_task(f"churn at {rs.human(size)} (regions populated, then visited)",
+                                total=None)
+            r = ch.run_in_subprocess(ch.ChurnConfig(size, seed=seed),
+                                     progress=partial(_set_done, bar, task))
+            bar.remove_task(task)
+            growth.append(r)
+            log(f"   {rs.human(size)}: {r.ops:,} ops in {r.seconds:,.1f} s "
+                f"({r.ops_per_second:,.0f} ops/s), peak RSS {rs.human(r.peak_rss_bytes)}, "
+                f"{rs.human(r.bytes_per_gib)} per simulated GiB, "
+                f"{r.small_page_fraction:.0%} of resident memory in small pages")
 
     log("4. whole-folio fault+unmap")
     fu = faultunmap.fault_unmap(batch=4096 if quick else 16384)
