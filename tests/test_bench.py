@@ -54,6 +54,11 @@ def test_churn_subprocess_reports_its_peak_rss_and_progress() -> None:
     assert seen == [(k, 24) for k in range(1, 25)]
 
 
+def test_churn_subprocess_failure_says_why() -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)churn subprocess failed \(1\).*ZeroDivisionError"):
+        run_in_subprocess(ChurnConfig(0))  # no region fits: the child fails
+
+
 def test_churn_progress_counts_regions_then_visits() -> None:
     seen: list[tuple[int, int]] = []
     cfg = ChurnConfig(4 * GiB, rounds=3, forks=0)  # 32 regions of 128 MiB
