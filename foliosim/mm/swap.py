@@ -51,6 +51,13 @@ class SwapFile:
         self.next += 1
         return self.next - 1
 
+    def entries_free(self, slot: int) -> None:
+        """``swap_entries_free``: the slot is free again; what the device held for it (its
+        data or zeromap bit) and its exclusive marker are forgotten."""
+        self.free.append(slot)
+        self.data.pop(slot, None)
+        self.exclusive.pop(slot, None)
+
 
 def free_swap_entry(s: System, slot: int) -> None:
     """``free_swap_and_cache``: one swap PTE less; the last one frees the slot and the swap
@@ -61,9 +68,7 @@ def free_swap_entry(s: System, slot: int) -> None:
         return
     del sw.count[slot]
     f = sw.cache.get(slot)
-    sw.free.append(slot)
-    sw.data.pop(slot, None)
-    sw.exclusive.pop(slot, None)
+    sw.entries_free(slot)
     if f is not None:
         swap_cache_del_folio(s, f)
 
@@ -94,9 +99,7 @@ def folio_free_swap(s: System, f: int) -> bool:
     slot = int(F.swap[f])
     if slot < 0 or s.swap.count.get(slot, 0) > 0:
         return False
-    s.swap.free.append(slot)
-    s.swap.exclusive.pop(slot, None)
-    s.swap.data.pop(slot, None)
+    s.swap.entries_free(slot)
     F.flags[f] |= PG_DIRTY
     swap_cache_del_folio(s, f)
     return True
