@@ -96,6 +96,29 @@ def test_median_steps_takes_each_steps_median_over_the_runs() -> None:
                                                          {"op": "write", "ns": 20}]}
 
 
+def test_corpus_native_time_is_each_steps_median_over_the_live_runs(monkeypatch) -> None:
+    """The kernel side of the corpus ratio is a median over several live runs, as the
+    simulator's side is: one slow or lucky run does not set it."""
+    from foliosim.bench.corpus import LIVE_RUNS
+    from foliosim.scenario import load_scenario
+    from foliosim.targets import live, sim
+
+    files = [f for f in corpus_files() if f.name.startswith("cow-thp-pmd-fork-writes")]
+    doc = sim.run(load_scenario(files[0]))
+    natives = iter([100, 5, 7])
+    assert LIVE_RUNS == 3
+
+    def fake_live_run(scenario: object) -> dict:
+        ns = next(natives)
+        return {**doc, "steps": [{**st, "ns": ns} for st in doc["steps"]]}
+
+    monkeypatch.setattr(live, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(live, "run", fake_live_run)
+    r = run_corpus(files)
+    assert r.steps > 0 and not r.skipped
+    assert sum(r.native_ns.values()) == 7 * r.steps  # every step: the median of 100, 5, 7
+
+
 def test_corpus_one_scenario_on_both_targets() -> None:
     from foliosim.targets import live
 

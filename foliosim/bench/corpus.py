@@ -4,9 +4,10 @@ time per step compared (sim/native) per op kind and over all non-observe steps.
 The simulator is timed warm: every scenario runs once to warm up, then :data:`SIM_RUNS` timed
 runs give each step the median of its times (a step of a few microseconds is otherwise at the
 mercy of one scheduler hiccup or collection). The native time is the ``ns`` the live runner
-measured around each syscall in its agent, in one run. Steps the live runner answers without
-a syscall (``ns == 0``: an access check that found the range unmapped) and ``observe`` steps
-are left out of both sides.
+measured around each syscall in its agent, each step the median of :data:`LIVE_RUNS` runs
+(each a fresh agent process; the first run of a scenario is often the slowest). Steps the
+live runner answers without a syscall (``ns == 0``: an access check that found the range
+unmapped) and ``observe`` steps are left out of both sides.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 
 from foliosim.scenario import Scenario, load_scenario
 
-__all__ = ["CorpusResult", "SIM_RUNS", "corpus_files", "run_corpus", "ratios", "median_steps"]
+__all__ = ["CorpusResult", "LIVE_RUNS", "SIM_RUNS", "corpus_files", "run_corpus", "ratios",
+           "median_steps"]
 
 SIM_RUNS = 5
+LIVE_RUNS = 3
 
 CORPUS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -86,8 +89,9 @@ def median_steps(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_corpus(files: list[Path], progress: Callable[[str, int, int], None] | None = None
                ) -> CorpusResult:
-    """Run every scenario warm on the simulator and once on the live kernel; a scenario the
-    live kernel cannot run (simulator-only ops) or whose run fails is listed in ``skipped``.
+    """Run every scenario warm on the simulator and :data:`LIVE_RUNS` times on the live kernel;
+    a scenario the live kernel cannot run (simulator-only ops) or one of whose runs fails is
+    listed in ``skipped``.
     When the live kernel is not usable here, ``unavailable`` says why and nothing runs."""
     from foliosim.targets import live, sim
 
@@ -101,7 +105,7 @@ def run_corpus(files: list[Path], progress: Callable[[str, int, int], None] | No
         if progress:
             progress(scenario.name, k, len(files))
         try:
-            live_doc = live.run(scenario)
+            live_doc = median_steps([live.run(scenario) for _ in range(LIVE_RUNS)])
         except live.LiveUnavailable as e:
             skipped.append(f"{scenario.name}: {e}")
             continue

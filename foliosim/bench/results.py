@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from foliosim.bench.churn import ChurnResult, GiB, TiB
-from foliosim.bench.corpus import SIM_RUNS, CorpusResult
+from foliosim.bench.corpus import LIVE_RUNS, SIM_RUNS, CorpusResult
 from foliosim.bench.faultunmap import FaultUnmapResult
 
 __all__ = ["HISTORY", "TARGETS", "growth_row", "kept_history", "machine", "plot_growth",
@@ -178,8 +178,8 @@ def render_markdown(s: dict[str, Any], plot: str | None = None,
     else:
         lines += [f"{c['scenarios']} scenarios, {c['steps']} non-observe steps; the simulator "
                   f"timed warm (each step the median of {SIM_RUNS} runs after a warm-up), the "
-                  "kernel by the live runner's `ns` around each syscall in its C agent (one "
-                  "run).", "",
+                  "kernel by the live runner's `ns` around each syscall in its C agent (each "
+                  f"step the median of {LIVE_RUNS} runs).", "",
                   "| op | steps | sim total | native total | sim/native |",
                   "|---|---:|---:|---:|---:|"]
         for op, r in sorted(s["ratio_by_op"].items(), key=lambda kv: -kv[1]):
