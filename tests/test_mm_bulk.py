@@ -59,7 +59,7 @@ def state(s: System) -> dict[str, Any]:
                     continue
                 b = int(ent.bits[i])
                 if b & P_SWAP:
-                    pages.append((slot, i, "swap", b))
+                    pages.append((slot, i, "swap", b, f))  # f: the swap slot
                 elif f == ZERO_FID:
                     pages.append((slot, i, "zero", b))
                 else:
@@ -71,6 +71,10 @@ def state(s: System) -> dict[str, Any]:
                      [(v.start, v.end, v.flags) for v in mm.vmas])
     out["pins"] = {k: b and (len(b.pages), b.acct_pages, [n for _, n in b.pins])
                    for k, b in sorted(s.pins.items())}
+    sw = s.swap
+    if sw is not None:  # the slots handed out, in the same order, holding the same
+        out["swap"] = (sw.next, list(sw.free), sorted(sw.count.items()), sorted(sw.cache),
+                       sorted(sw.exclusive.items()), sorted(sw.data.items()))
     return out
 
 
@@ -186,6 +190,36 @@ def test_madvise_of_parts_of_mthps(advice: str, swap: str) -> None:
                     assert b & P_SWAP
         return got
     twin(work, **MIX, swap=swap)
+
+
+def test_pageout_pieces_mapped_once_twice_and_not_exclusive() -> None:
+    """MADV_PAGEOUT with a swap file of folios split into pieces of every kind, in the list's
+    order: mapped in parent and child (swapped one by one), mapped once after the child
+    unmapped its part (swapped at once), not PageAnonExclusive after the fork (their swap
+    entries are not exclusive), mlocked; the same slots in the same order either way."""
+    def work(s: System, p: Process) -> list[int]:
+        regions = _populate(p)
+        c = p.fork("child")
+        for a in regions:
+            for k in range(0, 8 * M, 1 * M):
+                c.munmap(a + k + 64 * K, 200 * K)  # pieces the child no longer maps
+            p.mlock(a + 5 * M, 24 * K)
+        got = [p.madvise(a + 8 * K, 6 * M, "pageout") for a in regions]
+        c.exit()
+        got += [p.madvise(a, 8 * M, "pageout") for a in regions]  # mapped once, not PAE
+        return got
+    twin(work, **MIX, swap="file")
+
+
+def test_pageout_runs_out_of_swap_part_way() -> None:
+    """132 MiB of THPs paged out to the 128 MiB swap file: the slots run out in the middle of
+    a split folio's pieces; the rest stay mapped, on both paths."""
+    def work(s: System, p: Process) -> int:
+        a = p.mmap_region(132 * M)
+        p.madvise(a, 132 * M, "hugepage")
+        p.write(a, 132 * M, 5)
+        return p.madvise(a, 132 * M, "pageout")
+    twin(work, **MIX, swap="file")
 
 
 def test_mlock_munlock_and_cow() -> None:

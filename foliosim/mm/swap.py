@@ -51,6 +51,17 @@ class SwapFile:
         self.next += 1
         return self.next - 1
 
+    def alloc_many(self, n: int) -> list[int]:
+        """The slots ``n`` calls of :meth:`alloc` would return, in order (fewer once the file
+        is full: the calls after that get none)."""
+        k = min(n, len(self.free))
+        out = self.free[len(self.free) - k:][::-1]
+        del self.free[len(self.free) - k:]
+        rest = min(n - k, self.nr - self.next)
+        out.extend(range(self.next, self.next + rest))
+        self.next += rest
+        return out
+
     def entries_free(self, slot: int) -> None:
         """``swap_entries_free``: the slot is free again; what the device held for it (its
         data or zeromap bit) and its exclusive marker are forgotten."""

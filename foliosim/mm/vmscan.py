@@ -10,6 +10,7 @@ import numpy as np
 
 from foliosim.mm import huge_memory, memory, rmap, swap
 from foliosim.mm.folio import (
+    PG_ANON_EXCLUSIVE,
     PG_DIRTY,
     PG_FREE,
     PG_MLOCKED,
@@ -33,12 +34,17 @@ def reclaim_pages(s: System, folios: list[int]) -> None:
     over at once."""
     F = s.folios
     skip = s.swap is None and not s.tracing
+    bulk = s.swap is not None and not s.tracing
     work = deque(_not_kept(s, folios) if skip else folios)
     while work:
         f = work.popleft()
         if F.flags[f] & PG_FREE:  # freed meanwhile
             continue
-        work.extendleft(reversed(shrink_folio(s, f)))  # _pieces already leaves kept ones out
+        pieces = shrink_folio(s, f)  # _pieces already leaves kept ones out
+        if pieces and bulk:
+            _shrink_pieces(s, pieces)  # what the list meets next, taken at once
+        else:
+            work.extendleft(reversed(pieces))
 
 
 def _not_kept(s: System, folios: list[int]) -> list[int]:
@@ -106,6 +112,102 @@ def _pieces(s: System, pfn: int, nr: int) -> list[int]:
     if s.swap is None and not s.tracing:
         keep &= ~_kept_without_swap(s, ids)
     return ids[keep].tolist()
+
+
+def _shrink_pieces(s: System, ids: list[int]) -> None:
+    """:func:`shrink_folio` of the order-0 pieces of a split, in turn, as the list meets them
+    next (an order-0 folio adds nothing to the list). Runs of pieces that :func:`_swap_out`
+    would take as they are (swap-backed, not in the swap cache, not mlocked or maybe pinned,
+    mapped by one PTE, in a VMA that is not VM_LOCKED) are swapped out at once
+    (:func:`_swap_out_many`); any other piece goes through :func:`shrink_folio` in its
+    place, so the swap slots are handed out in the same order."""
+    F = s.folios
+    g = np.asarray(ids, np.int64)
+    fl = F.flags[g]
+    ok = ((fl & (PG_MLOCKED | PG_UNEVICTABLE | PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
+          == PG_SWAPBACKED) & (F.order[g] == 0) & (F.ref[g] < 1024) & (F.large[g] == 1)
+    maps = _single_ptes(s, g, ok)
+    n = len(ids)
+    k = 0
+    while k < n:
+        if maps[k] is None:
+            if not F.flags[ids[k]] & PG_FREE:
+                shrink_folio(s, ids[k])
+            k += 1
+            continue
+        j = k + 1
+        while j < n and maps[j] is not None:
+            j += 1
+        _swap_out_many(s, g[k:j], maps[k:j])
+        k = j
+
+
+def _single_ptes(s: System, g: np.ndarray, ok: np.ndarray) -> list:
+    """Per order-0 folio of ``g`` that ``ok`` marks: ``(vma, table, slot)`` when
+    :func:`_mappings` would find exactly one PTE mapping it and that VMA is not VM_LOCKED,
+    else None (found without counting an rmap walk)."""
+    F = s.folios
+    out: list = [None] * len(g)
+    hits = np.zeros(len(g), np.int64)
+    avs = F.anon_vma[g]
+    index = F.index[g]
+    for a in np.unique(avs[ok]).tolist():
+        av = s.anon_vmas.get(a)
+        if av is None:
+            continue
+        sel = np.flatnonzero(ok & (avs == a))
+        for vma in sorted(av.vmas, key=lambda v: (v.mm.id, v.start)):
+            addr = vma.start + ((index[sel] - vma.pgoff) << 12)
+            inside = (addr >= vma.start) & (addr < vma.end)
+            for slot in np.unique(addr[inside] >> 21).tolist():
+                pt = vma.mm.pmd.get(slot)
+                if not isinstance(pt, PteTable):
+                    continue
+                here = sel[inside][(addr[inside] >> 21) == slot]
+                i = ((addr[inside][(addr[inside] >> 21) == slot]) >> 12) & 511
+                m = (pt.fid[i] == g[here]) & ((pt.bits[i] & P_SWAP) == 0) & (pt.idx[i] == 0)
+                hits[here[m]] += 1
+                for x, j in zip(here[m].tolist(), i[m].tolist(), strict=True):
+                    out[x] = None if vma.flags & VM_LOCKED else (vma, pt, j)
+    return [o if h == 1 else None for o, h in zip(out, hits.tolist(), strict=True)]
+
+
+def _swap_out_many(s: System, g: np.ndarray, maps: list) -> None:
+    """:func:`_swap_out` of order-0 folios ``g`` in turn, each mapped by the one PTE of
+    ``maps`` in a VMA that is not VM_LOCKED, done at once: as many get a slot as the swap
+    file has (in :meth:`SwapFile.alloc` order; the rest are kept), become swap-cache folios
+    whose mapping is a swap entry of their slot (exclusive if the page was
+    PageAnonExclusive), and are written out clean (``pswpout`` for those not zero-filled).
+    Each counts its rmap walk."""
+    F = s.folios
+    sw = s.swap
+    s.stats_rmap_walks += len(g)
+    slots = sw.alloc_many(len(g))
+    g = g[:len(slots)]
+    if not len(g):
+        return
+    fl = F.flags[g]
+    F.flags[g] = (fl | PG_SWAPCACHE) & ~(PG_DIRTY | PG_ANON_EXCLUSIVE)
+    F.swap[g] = slots
+    F.large[g] -= 1  # the PTE mapping goes; the swap cache's reference replaces its one
+    excl = ((fl & PG_ANON_EXCLUSIVE) != 0).tolist()
+    written = 0
+    for f, slot, (vma, pt, i), ex, v in zip(g.tolist(), slots, maps, excl,
+                                            F.val[g].tolist(), strict=False):
+        sw.cache[slot] = f
+        sw.count[slot] = 1
+        sw.exclusive[slot] = ex
+        pt.fid[i] = slot
+        pt.bits[i] = P_SWAP
+        vma.mm.anon_pages -= 1
+        vma.mm.swap_ents += 1
+        if v:
+            sw.data[slot] = v
+            written += 1
+        else:
+            sw.data.pop(slot, None)
+    if written:
+        s.vmstat.count("pswpout", written)
 
 
 def _mappings(s: System, f: int):
