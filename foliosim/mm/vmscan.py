@@ -156,15 +156,17 @@ def _single_ptes(s: System, g: np.ndarray, ok: np.ndarray) -> list:
         if av is None:
             continue
         sel = np.flatnonzero(ok & (avs == a))
-        for vma in sorted(av.vmas, key=lambda v: (v.mm.id, v.start)):
+        for vma in av.vmas:  # any order: only a folio found once is kept
             addr = vma.start + ((index[sel] - vma.pgoff) << 12)
             inside = (addr >= vma.start) & (addr < vma.end)
-            for slot in np.unique(addr[inside] >> 21).tolist():
+            who, addr = sel[inside], addr[inside]
+            slots = addr >> 21
+            for slot in np.unique(slots).tolist():
                 pt = vma.mm.pmd.get(slot)
                 if not isinstance(pt, PteTable):
                     continue
-                here = sel[inside][(addr[inside] >> 21) == slot]
-                i = ((addr[inside][(addr[inside] >> 21) == slot]) >> 12) & 511
+                at = slots == slot
+                here, i = who[at], (addr[at] >> 12) & 511
                 m = (pt.fid[i] == g[here]) & ((pt.bits[i] & P_SWAP) == 0) & (pt.idx[i] == 0)
                 hits[here[m]] += 1
                 for x, j in zip(here[m].tolist(), i[m].tolist(), strict=True):
@@ -183,7 +185,7 @@ def _swap_out_many(s: System, g: np.ndarray, maps: list) -> None:
     sw = s.swap
     s.stats_rmap_walks += len(g)
     slots = sw.alloc_many(len(g))
-    g = g[:len(slots)]
+    g, maps = g[:len(slots)], maps[:len(slots)]
     if not len(g):
         return
     fl = F.flags[g]
@@ -193,7 +195,7 @@ def _swap_out_many(s: System, g: np.ndarray, maps: list) -> None:
     excl = ((fl & PG_ANON_EXCLUSIVE) != 0).tolist()
     written = 0
     for f, slot, (vma, pt, i), ex, v in zip(g.tolist(), slots, maps, excl,
-                                            F.val[g].tolist(), strict=False):
+                                            F.val[g].tolist(), strict=True):
         sw.cache[slot] = f
         sw.count[slot] = 1
         sw.exclusive[slot] = ex
