@@ -16,7 +16,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from foliosim.mm import gup
+from foliosim.mm import gup, vmscan
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, PG_FREE, PG_SWAPBACKED, ZERO_FID
 from foliosim.mm.invariants import check_invariants
 from foliosim.mm.pgtable import P_DIRTY, P_SWAP, PmdLeaf
@@ -192,11 +192,12 @@ def test_madvise_of_parts_of_mthps(advice: str, swap: str) -> None:
     twin(work, **MIX, swap=swap)
 
 
-def test_pageout_pieces_mapped_once_twice_and_not_exclusive() -> None:
-    """MADV_PAGEOUT with a swap file of folios split into pieces of every kind, in the list's
-    order: mapped in parent and child (swapped one by one), mapped once after the child
-    unmapped its part (swapped at once), not PageAnonExclusive after the fork (their swap
-    entries are not exclusive), mlocked; the same slots in the same order either way."""
+def test_pageout_after_fork_and_after_the_child_exits() -> None:
+    """MADV_PAGEOUT with a swap file while a child shares the regions (folios it still maps
+    are skipped, the ones it unmapped are split and their pieces swapped out at once; a
+    VM_LOCKED range stops the call with EINVAL), then after the child exits (pieces mapped
+    once but not PageAnonExclusive since the fork: their swap entries are not exclusive):
+    the same slots in the same order either way."""
     def work(s: System, p: Process) -> list[int]:
         regions = _populate(p)
         c = p.fork("child")
@@ -206,8 +207,39 @@ def test_pageout_pieces_mapped_once_twice_and_not_exclusive() -> None:
             p.mlock(a + 5 * M, 24 * K)
         got = [p.madvise(a + 8 * K, 6 * M, "pageout") for a in regions]
         c.exit()
-        got += [p.madvise(a, 8 * M, "pageout") for a in regions]  # mapped once, not PAE
+        got += [p.madvise(a, 8 * M, "pageout") for a in regions]
         return got
+    twin(work, **MIX, swap="file")
+
+
+def _folio_at(p: Process, a: int) -> int:
+    ent = p.mm.pmd[a >> 21]
+    return ent.fid if isinstance(ent, PmdLeaf) else int(ent.fid[(a >> 12) & 511])
+
+
+def test_reclaim_of_pieces_taken_at_once_and_one_by_one() -> None:
+    """``reclaim_pages`` of THPs and mTHPs (as any reclaim may hand them over, shared or not)
+    whose pieces differ after the split: mapped in parent and child (swapped one by one, two
+    swap entries of one slot), in a VM_LOCKED range (mlocked by the split's remap: kept),
+    mapped once (swapped at once): the runs of the last and the others interleave in the
+    list's order, and the slots go out in the same order on both paths."""
+    def work(s: System, p: Process) -> list[int]:
+        thp, mthp, _ = _populate(p)
+        p.mlock(thp + 3 * M + 64 * K, 24 * K)  # the second THP: a locked piece in the middle
+        c = p.fork("child")
+        c.munmap(thp, 1 * M + 200 * K)  # the first THP: partly mapped by the child only
+        c.munmap(mthp + 2 * M + 128 * K, 32 * K)  # an mTHP, half of it
+        folios = [_folio_at(p, a) for a in (thp, thp + 2 * M, thp + 4 * M,
+                                            mthp + 2 * M + 128 * K, mthp + 4 * M + 64 * K)]
+        assert [int(s.folios.order[f]) for f in folios] == [9, 9, 9, 4, 4]
+        vmscan.reclaim_pages(s, folios)
+        swapped = [bool(p.mm.pmd[a >> 21].bits[(a >> 12) & 511] & P_SWAP)
+                   for a in (thp, thp + 1 * M + 300 * K, thp + 3 * M + 64 * K, thp + 3 * M,
+                             mthp + 2 * M + 128 * K, mthp + 2 * M + 176 * K)]
+        # mapped once, shared, mlocked (kept), mapped once; the mTHP's pieces both ways
+        assert swapped == [True, True, False, True, True, True]
+        c.exit()
+        return swapped
     twin(work, **MIX, swap="file")
 
 
