@@ -17,6 +17,7 @@ from mmhelpers import (
     THP_SPLIT_PMD,
     Counters,
     cmp_flags,
+    folio_at,
     is_pmd_mapped,
     make_system,
     page_at,
@@ -332,6 +333,37 @@ def test_swapin_read_frees_the_swap_slot_once_swap_is_half_used(mib: int, flags:
     assert p.madvise(a, mib * MB, "pageout") == 0
     assert p.read(a, 2 * PAGE) == 0
     assert {frozenset(cmp_flags(x)) for x in pages(p, a, 2 * PAGE)} == {frozenset(flags)}
+
+
+@pytest.mark.parametrize(("mib", "how", "flags"), [
+    (1, "exit", {"anon", "swapcache"}),
+    (80, "exit", {"anon", "dirty"}),
+    (1, "free", {"anon", "swapcache"}),
+])
+def test_last_swap_entry_gone_keeps_a_mapped_swapcache_page(mib: int, how: str,
+                                                          flags: set) -> None:
+    """``free_swap_and_cache_nr``: when the child's swap entry, the slot's last, goes (exit, or
+    MADV_FREE of the child's range), the swap-cache page the parent mapped back is reclaimed
+    (``__try_to_reclaim_swap`` with ``TTRS_UNMAPPED | TTRS_FULL``: dropped from the swap cache
+    and dirtied) only if nothing maps it or the swap space is more than half used; otherwise
+    it stays in the swap cache, holding its slot (live kernel, 128 MiB swap file: 1 MiB paged
+    out leaves ``anon,swapcache``, 80 MiB ``anon,dirty``; the page is not PageAnonExclusive
+    since the fork; scenarios swap-fork-child-exit-keeps-mapped-swapcache-page,
+    swap-fork-child-exit-reclaims-mapped-swapcache-page-swap-full and
+    swap-fork-child-free-keeps-mapped-swapcache-page)."""
+    s = make_system(swap="file")
+    p = s.process("main")
+    a = thp_region(p, mib * MB)
+    assert p.madvise(a, mib * MB, "pageout") == 0
+    c = p.fork("child")
+    assert p.read(a, PAGE) == 0
+    slot = int(s.folios.swap[folio_at(p, a)[0]])
+    if how == "exit":
+        c.exit()
+    else:
+        assert c.madvise(a, PAGE, "free") == 0
+    assert cmp_flags(page_at(p, a)) == flags
+    assert (slot in s.swap.free) == ("swapcache" not in flags)
 
 
 def test_pageout_writes_only_pages_that_are_not_zero_filled() -> None:

@@ -71,17 +71,22 @@ class SwapFile:
 
 
 def free_swap_entry(s: System, slot: int) -> None:
-    """``free_swap_and_cache``: one swap PTE less; the last one frees the slot and the swap
-    cache folio (when nothing maps it)."""
+    """``free_swap_and_cache_nr`` of one entry: one swap PTE less. When the last one goes, a
+    slot no folio caches is freed; a swap-cache folio holding it is reclaimed
+    (``__try_to_reclaim_swap`` with ``TTRS_UNMAPPED | TTRS_FULL``: dropped from the swap
+    cache and dirtied, the slot freed, :func:`folio_free_swap`) only when nothing maps it or
+    the swap space is more than half used (``vm_swap_full``); otherwise it stays cached and
+    keeps the slot."""
     sw = s.swap
     sw.count[slot] -= 1
     if sw.count[slot] > 0:
         return
     del sw.count[slot]
     f = sw.cache.get(slot)
-    sw.entries_free(slot)
-    if f is not None:
-        swap_cache_del_folio(s, f)
+    if f is None:
+        sw.entries_free(slot)
+    elif not rmap.folio_mapped(s, f) or sw.full():
+        folio_free_swap(s, f)
 
 
 def swap_duplicate(s: System, slot: int) -> None:
