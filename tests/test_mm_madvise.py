@@ -346,11 +346,12 @@ def test_last_swap_entry_gone_keeps_a_mapped_swapcache_page(mib: int, how: str,
     MADV_FREE of the child's range), the swap-cache page the parent mapped back is reclaimed
     (``__try_to_reclaim_swap`` with ``TTRS_UNMAPPED | TTRS_FULL``: dropped from the swap cache
     and dirtied) only if nothing maps it or the swap space is more than half used; otherwise
-    it stays in the swap cache, holding its slot (live kernel, 128 MiB swap file: 1 MiB paged
-    out leaves ``anon,swapcache``, 80 MiB ``anon,dirty``; the page is not PageAnonExclusive
-    since the fork; scenarios swap-fork-child-exit-keeps-mapped-swapcache-page,
+    it stays in the swap cache, holding its slot. Live kernel, 128 MiB swap file: a few small
+    pages or a 64K mTHP paged out leave ``anon,swapcache``, 80 MiB of THPs ``anon,dirty``
+    (the page is not PageAnonExclusive since the fork; scenarios
+    swap-fork-child-exit-keeps-mapped-swapcache-page,
     swap-fork-child-exit-reclaims-mapped-swapcache-page-swap-full and
-    swap-fork-child-free-keeps-mapped-swapcache-page)."""
+    swap-fork-child-free-keeps-mapped-swapcache-page; small pages in a review run)."""
     s = make_system(swap="file")
     p = s.process("main")
     a = thp_region(p, mib * MB)
