@@ -68,6 +68,10 @@ PG_ANON_EXCLUSIVE = 1 << 11   # PAE of the head page (or of every page, while un
 PG_FREE = 1 << 12
 PG_LAZYFREE_DONE = 1 << 13    # reserved
 
+# include/linux/mm.h: a FOLL_PIN of a small folio adds this many references (its pin count
+# lives in the refcount; a large folio has _pincount)
+GUP_PIN_COUNTING_BIAS = 1024
+
 # Processes alive at once: a page's PTE mapcount (at most one mapping per mm) fits 16 bits.
 MAX_PROCESSES = 32767
 
@@ -585,10 +589,11 @@ class Folios:
         self.flags[f] &= ~flag
 
     def maybe_dma_pinned(self, f: int) -> bool:
-        """``folio_maybe_dma_pinned``: pincount for large folios, refcount >= 1024 for small."""
+        """``folio_maybe_dma_pinned``: pincount for large folios, refcount >=
+        :data:`GUP_PIN_COUNTING_BIAS` for small."""
         if self.order[f] > 0:
             return int(self.pin[f]) > 0
-        return int(self.ref[f]) >= 1024
+        return int(self.ref[f]) >= GUP_PIN_COUNTING_BIAS
 
     def maybe_mapped_shared(self, f: int) -> bool:
         """``folio_maybe_mapped_shared``: the MM-ids shared bit (large) or mapcount > 1."""

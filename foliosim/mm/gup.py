@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from foliosim.mm import memory
-from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, ZERO_FID
+from foliosim.mm.folio import GUP_PIN_COUNTING_BIAS, HUGE_ZERO_FID, PG_DIRTY, ZERO_FID
 from foliosim.mm.mm_types import MM, VM_LOCKONFAULT, VM_READ, VM_WRITE, VMA
 from foliosim.mm.pgtable import P_DIRTY, P_SWAP, P_WRITE, PmdLeaf, PteTable
 
@@ -149,13 +149,13 @@ def mm_populate(s: System, mm: MM, start: int, end: int, ignore_errors: bool) ->
 
 def try_grab_folio(s: System, f: int, refs: int = 1) -> None:
     """``try_grab_folio`` with FOLL_PIN: +refs to refcount and pincount for a large folio,
-    +1024*refs to the refcount of a small one."""
+    +GUP_PIN_COUNTING_BIAS*refs to the refcount of a small one."""
     F = s.folios
     if F.order[f] > 0:
         F.ref[f] += refs
         F.pin[f] += refs
     else:
-        F.ref[f] += 1024 * refs
+        F.ref[f] += GUP_PIN_COUNTING_BIAS * refs
 
 
 def unpin_folio(s: System, f: int, refs: int = 1) -> None:
@@ -165,7 +165,7 @@ def unpin_folio(s: System, f: int, refs: int = 1) -> None:
         F.pin[f] -= refs
         memory.folio_put(s, f, refs)
     else:
-        memory.folio_put(s, f, 1024 * refs)
+        memory.folio_put(s, f, GUP_PIN_COUNTING_BIAS * refs)
 
 
 @dataclass
@@ -366,7 +366,7 @@ def _grab_present_range(s: System, mm: MM, start: int, end: int
     F = s.folios
     g, cnt = np.unique(fid, return_counts=True)
     big = F.order[g] > 0
-    F.ref[g] += np.where(big, cnt, 1024 * cnt)
+    F.ref[g] += np.where(big, cnt, GUP_PIN_COUNTING_BIAS * cnt)
     F.pin[g[big]] += cnt[big]
     return list(zip(fid.tolist(), np.concatenate(ks).tolist(), strict=True))
 

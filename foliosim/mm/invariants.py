@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from foliosim.mm.folio import (
+    GUP_PIN_COUNTING_BIAS,
     HUGE_ZERO_FID,
     PG_ANON,
     PG_ANON_EXCLUSIVE,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InvariantError", "Violation", "assert_invariants", "check_invariants"]
 
-GUP_PIN_COUNTING_BIAS = 1024  # include/linux/mm.h: a pin of a small folio is 1024 references
 _KEY = 1024                   # > pages of any folio: key = folio * _KEY + page
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from foliosim.mm import huge_memory, memory, rmap, swap
 from foliosim.mm.folio import (
+    GUP_PIN_COUNTING_BIAS,
     PG_ANON_EXCLUSIVE,
     PG_DIRTY,
     PG_FREE,
@@ -125,7 +126,8 @@ def _shrink_pieces(s: System, ids: list[int]) -> None:
     g = np.asarray(ids, np.int64)
     fl = F.flags[g]
     ok = ((fl & (PG_MLOCKED | PG_UNEVICTABLE | PG_SWAPBACKED | PG_SWAPCACHE | PG_FREE))
-          == PG_SWAPBACKED) & (F.order[g] == 0) & (F.ref[g] < 1024) & (F.large[g] == 1)
+          == PG_SWAPBACKED) & (F.order[g] == 0) & (F.large[g] == 1) \
+        & (F.ref[g] < GUP_PIN_COUNTING_BIAS)  # not folio_maybe_dma_pinned
     maps = _single_ptes(s, g, ok)
     n = len(ids)
     k = 0
