@@ -15,6 +15,7 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
+from mmhelpers import folio_at
 
 from foliosim.mm import gup, vmscan
 from foliosim.mm.folio import HUGE_ZERO_FID, PG_DIRTY, PG_FREE, PG_SWAPBACKED, ZERO_FID
@@ -212,11 +213,6 @@ def test_pageout_after_fork_and_after_the_child_exits() -> None:
     twin(work, **MIX, swap="file")
 
 
-def _folio_at(p: Process, a: int) -> int:
-    ent = p.mm.pmd[a >> 21]
-    return ent.fid if isinstance(ent, PmdLeaf) else int(ent.fid[(a >> 12) & 511])
-
-
 def test_reclaim_of_pieces_taken_at_once_and_one_by_one() -> None:
     """``reclaim_pages`` of THPs and mTHPs (as any reclaim may hand them over, shared or not)
     whose pieces differ after the split: mapped in parent and child (swapped one by one, two
@@ -229,7 +225,7 @@ def test_reclaim_of_pieces_taken_at_once_and_one_by_one() -> None:
         c = p.fork("child")
         c.munmap(thp, 1 * M + 200 * K)  # the first THP: partly mapped by the child only
         c.munmap(mthp + 2 * M + 128 * K, 32 * K)  # an mTHP, half of it
-        folios = [_folio_at(p, a) for a in (thp, thp + 2 * M, thp + 4 * M,
+        folios = [folio_at(p, a)[0] for a in (thp, thp + 2 * M, thp + 4 * M,
                                             mthp + 2 * M + 128 * K, mthp + 4 * M + 64 * K)]
         assert [int(s.folios.order[f]) for f in folios] == [9, 9, 9, 4, 4]
         vmscan.reclaim_pages(s, folios)
